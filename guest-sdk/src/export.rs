@@ -1,0 +1,120 @@
+//! `export!` and the glue it expands to: the component's exports (`open`,
+//! `process`, `on-timer`) implemented once, generically, for any
+//! [`Processor`]. The macro itself only names the plugin type, so the
+//! plugin's crate needs no wit-bindgen of its own.
+
+/// Exports a [`Processor`](crate::Processor) as the component's
+/// `weir:plugin/processor` world. Use it once per plugin crate:
+///
+/// ```
+/// # use weir_sdk::{Context, Error, Event, Processor};
+/// # struct MyPlugin;
+/// # impl Processor for MyPlugin {
+/// #     type Config = ();
+/// #     fn open(_: ()) -> Result<Self, Error> { Ok(MyPlugin) }
+/// #     fn process(&mut self, _: &mut Context, _: &Event) -> Result<(), Error> { Ok(()) }
+/// # }
+/// weir_sdk::export!(MyPlugin);
+/// ```
+///
+/// On wasm it emits the component exports; natively it only checks that the
+/// type is a `Processor`, so the crate's tests build as usual.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            // wit-bindgen's export macro takes an identifier, hence the alias.
+            type __WeirExport = $crate::__private::Export<$plugin>;
+            $crate::__private::bindings::__export_processor!(
+                __WeirExport with_types_in $crate::__private::bindings
+            );
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = $crate::__private::assert_processor::<$plugin>();
+    };
+}
+
+/// Compile-time check used by `export!` on native targets.
+#[doc(hidden)]
+pub const fn assert_processor<P: crate::Processor>() {}
+
+#[cfg(target_arch = "wasm32")]
+pub use guest::Export;
+
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+
+    use crate::processor::{handle_event, handle_timer};
+    use crate::sys::wasm::{bindings, enter, install_panic_hook};
+    use crate::{Error, Processor, config};
+
+    thread_local! {
+        // The open plugin. `Any` because a static cannot be generic over
+        // the plugin type; the downcast is one comparison per batch.
+        static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    /// The component's `Guest` implementation for plugin `P`.
+    #[doc(hidden)]
+    pub struct Export<P>(PhantomData<P>);
+
+    impl<P: Processor> bindings::Guest for Export<P> {
+        fn open(config: String) -> Result<(), String> {
+            install_panic_hook();
+            let config = config::parse::<P::Config>(&config).map_err(Error::into_message)?;
+            let plugin = P::open(config).map_err(Error::into_message)?;
+            // A second `open` (after a swap) replaces the previous instance.
+            PLUGIN.with(|cell| *cell.borrow_mut() = Some(Box::new(plugin)));
+            Ok(())
+        }
+
+        fn process(events: Vec<bindings::Event>) -> Vec<bindings::Failure> {
+            with_plugin(|plugin: &mut P| {
+                run_batch(events, |event| handle_event(plugin, &event.into()))
+            })
+        }
+
+        fn on_timer(fired: Vec<bindings::Timer>) -> Vec<bindings::Failure> {
+            with_plugin(|plugin: &mut P| {
+                run_batch(fired, |timer| handle_timer(plugin, &timer.into()))
+            })
+        }
+    }
+
+    fn with_plugin<P: Processor, R>(f: impl FnOnce(&mut P) -> R) -> R {
+        PLUGIN.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let plugin = slot.as_mut().and_then(|plugin| plugin.downcast_mut::<P>());
+            match plugin {
+                Some(plugin) => f(plugin),
+                None => {
+                    install_panic_hook();
+                    panic!("the host called the plugin before a successful `open`")
+                }
+            }
+        })
+    }
+
+    /// Handles a batch in order, entering each item's scope first, and
+    /// collects the items the plugin rejected.
+    fn run_batch<T>(
+        items: Vec<T>,
+        mut handle: impl FnMut(T) -> Result<(), Error>,
+    ) -> Vec<bindings::Failure> {
+        let mut failures = Vec::new();
+        for (index, item) in (0u32..).zip(items) {
+            enter(index);
+            if let Err(error) = handle(item) {
+                failures.push(bindings::Failure {
+                    index,
+                    reason: error.into_message(),
+                });
+            }
+        }
+        failures
+    }
+}

@@ -1,0 +1,64 @@
+//! The `weir` command line. `anyhow` lives here, at the edge: library errors
+//! are typed, and this layer adds the context a person needs.
+
+mod plugin_build;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Stateful stream processing with hot-swappable WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one pipeline in the foreground until its source ends, then print a summary.
+    Run(run::RunArgs),
+    /// Build and inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Build a plugin crate into a component (cargo, target wasm32-wasip2) and print its path.
+    Build {
+        /// The plugin crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Plugin(PluginCommand::Build { dir }) => plugin_build::build_crate(&dir).map(|path| {
+            println!("{}", path.display());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout may be a sink). `WEIR_LOG` filters, like RUST_LOG.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,77 @@
+//! Building a plugin crate into a component with cargo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Builds the crate in `dir` for `wasm32-wasip2` (release) and returns the
+/// component's path. Cargo's own diagnostics go to stderr as they come.
+pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!("{} has no Cargo.toml: `plugin.crate` must name a plugin crate's directory", dir.display());
+    }
+    let manifest = manifest
+        .canonicalize()
+        .with_context(|| format!("resolving {}", manifest.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .args(["build", "--release", "--target", WASM_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} (is Rust installed? see https://rustup.rs)", cargo.to_string_lossy()))?;
+    if !output.status.success() {
+        bail!(
+            "building the plugin crate {} failed (see cargo's messages above); \
+             if it says the target may not be installed, run `rustup target add {WASM_TARGET}`",
+            dir.display()
+        );
+    }
+    find_component(&output.stdout, &manifest)
+        .with_context(|| format!("cargo built {} but produced no .wasm component (is its crate-type \"cdylib\"?)", dir.display()))
+}
+
+/// The `.wasm` artifact of the package whose manifest is `manifest`, from
+/// cargo's JSON messages.
+fn find_component(messages: &[u8], manifest: &Path) -> Option<PathBuf> {
+    let mut found = None;
+    for line in messages.split(|&b| b == b'\n') {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if message["manifest_path"].as_str().map(Path::new) != Some(manifest) {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            if let Some(file) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                found = Some(PathBuf::from(file));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_component_is_found_among_cargo_messages() {
+        let messages = br#"{"reason":"compiler-artifact","manifest_path":"/x/dep/Cargo.toml","filenames":["/t/libdep.rlib"]}
+{"reason":"compiler-artifact","manifest_path":"/x/p/Cargo.toml","filenames":["/t/p.wasm","/t/libp.rlib"]}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            find_component(messages, Path::new("/x/p/Cargo.toml")),
+            Some(PathBuf::from("/t/p.wasm"))
+        );
+        assert_eq!(find_component(messages, Path::new("/x/q/Cargo.toml")), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! `weir run SPEC`: one pipeline in the foreground, on the embedded default.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::plugin_build;
+use crate::engine::Engine;
+use crate::runtime::{Pipeline, RunSummary};
+use crate::spec::PipelineSpec;
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline spec (TOML). Relative paths inside it are relative to the
+    /// current directory.
+    spec: PathBuf,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let spec = PipelineSpec::from_toml_file(&args.spec)
+        .with_context(|| format!("invalid pipeline spec {}", args.spec.display()))?;
+    let component_path = match (&spec.plugin.crate_dir, &spec.plugin.wasm) {
+        (Some(dir), _) => plugin_build::build_crate(dir).context("plugin.crate")?,
+        (None, Some(path)) => path.clone(),
+        (None, None) => unreachable!("validated: the spec names a plugin"),
+    };
+    let component = std::fs::read(&component_path)
+        .with_context(|| format!("plugin: cannot read the component {}", component_path.display()))?;
+    let engine = Engine::new(Engine::default_cache_dir()).context("starting the wasm engine")?;
+    let pipeline = Pipeline::start(&engine, &spec, &component, started)
+        .with_context(|| format!("starting pipeline {:?}", spec.name))?;
+
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {percent:>3}%  {msg}")
+            .expect("static template"),
+    );
+    let summary = pipeline
+        .run(|metrics, progress| {
+            bar.set_length(progress.total.load(Ordering::Relaxed));
+            bar.set_position(progress.done.load(Ordering::Relaxed));
+            bar.set_message(format!("{} events in", metrics.events_in.load(Ordering::Relaxed)));
+        })
+        .with_context(|| format!("pipeline {:?} failed", spec.name))?;
+    bar.finish_and_clear();
+
+    eprint!("{}", render_summary(&spec, &summary, &component_path));
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, summary_json(&spec, &summary).to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let secs = s.wall_time.as_secs_f64();
+    let mut out = String::new();
+    let _ = writeln!(out, "pipeline {:?} finished in {:.2} s (parallelism {})", spec.name, secs, spec.parallelism);
+    let _ = writeln!(
+        out,
+        "  events in          {:>12}  ({:.0} events/s)",
+        s.events_in,
+        s.events_in as f64 / secs.max(1e-9)
+    );
+    for (name, count, has_sink) in &s.outputs {
+        let note = if *has_sink { "" } else { "  (no sink: counted, not written)" };
+        let _ = writeln!(out, "  output {:<12}{:>12}{note}", name, count);
+    }
+    for (kind, count) in &s.errors {
+        let _ = writeln!(out, "  errors {:<12}{:>12}", kind, count);
+    }
+    for (name, count) in &s.counters {
+        let _ = writeln!(out, "  counter {:<11}{:>12}", name, count);
+    }
+    let _ = writeln!(out, "  keys in state      {:>12}", s.keys_in_state);
+    if s.pending_event_timers > 0 {
+        let _ = writeln!(out, "  event timers left  {:>12}", s.pending_event_timers);
+    }
+    if s.discarded_processing_timers > 0 {
+        let _ = writeln!(
+            out,
+            "  processing-time timers discarded at end of input: {}",
+            s.discarded_processing_timers
+        );
+    }
+    if let Some(first) = s.first_event_after {
+        let _ = writeln!(out, "  first event after  {:>9.1} ms", first.as_secs_f64() * 1000.0);
+    }
+    let _ = writeln!(out, "  plugin             {} (sha256 {})", component.display(), &s.plugin_digest[..12]);
+    out
+}
+
+fn summary_json(spec: &PipelineSpec, s: &RunSummary) -> serde_json::Value {
+    let outputs: serde_json::Map<String, serde_json::Value> =
+        s.outputs.iter().map(|(name, n, _)| (name.clone(), (*n).into())).collect();
+    let errors: serde_json::Map<String, serde_json::Value> =
+        s.errors.iter().map(|(kind, n)| (kind.clone(), (*n).into())).collect();
+    let counters: serde_json::Map<String, serde_json::Value> =
+        s.counters.iter().map(|(name, n)| (name.clone(), (*n).into())).collect();
+    serde_json::json!({
+        "pipeline": spec.name,
+        "parallelism": spec.parallelism,
+        "events_in": s.events_in,
+        "outputs": outputs,
+        "errors": errors,
+        "counters": counters,
+        "keys_in_state": s.keys_in_state,
+        "pending_event_timers": s.pending_event_timers,
+        "discarded_processing_timers": s.discarded_processing_timers,
+        "plugin_digest": s.plugin_digest,
+        "first_event_ms": s.first_event_after.map(|d| d.as_secs_f64() * 1000.0),
+        "wall_time_s": s.wall_time.as_secs_f64(),
+        "events_per_s": s.events_in as f64 / s.wall_time.as_secs_f64().max(1e-9),
+    })
+}

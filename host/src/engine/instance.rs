@@ -1,0 +1,161 @@
+//! One live plugin instance: its store and its exports.
+//!
+//! Every call runs under the sandbox limits. A call that traps (including a
+//! deadline or memory cap hit) poisons the instance: the component model
+//! forbids re-entering it, so the runtime replaces it with a fresh one.
+
+use wasmtime::Store;
+
+use super::bindings::{Event, Failure, Processor, Timer};
+use super::limits::SandboxError;
+use super::wasi::Sandbox;
+use super::{EngineError, Plugin, PluginHost, StoreData};
+
+/// What stopped a plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallErrorKind {
+    /// The call ran past its deadline.
+    Deadline,
+    /// The plugin tried to grow its memory past the cap.
+    Memory,
+    /// The plugin trapped (a panic, an unreachable, a bad host call).
+    Trap,
+}
+
+impl CallErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallErrorKind::Deadline => "deadline",
+            CallErrorKind::Memory => "memory",
+            CallErrorKind::Trap => "trap",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    pub kind: CallErrorKind,
+    pub message: String,
+}
+
+pub struct PluginInstance<H: 'static> {
+    store: Store<StoreData<H>>,
+    bindings: Processor,
+    poisoned: bool,
+}
+
+impl<H: PluginHost> PluginInstance<H> {
+    /// Instantiates `plugin` around `host` with a fresh sandbox.
+    pub fn new(
+        plugin: &Plugin<H>,
+        host: H,
+        memory_bytes: usize,
+        call_timeout_ms: u64,
+    ) -> Result<Self, (EngineError, H)> {
+        let data = StoreData {
+            sandbox: Sandbox::new(memory_bytes, call_timeout_ms),
+            host,
+        };
+        let mut store = Store::new(plugin.pre.engine(), data);
+        store.limiter(|d| &mut d.sandbox.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let deadline = &ctx.data().sandbox.deadline;
+            if deadline.expired() {
+                Err(SandboxError::DeadlineExceeded {
+                    limit_ms: deadline.limit_ms,
+                }
+                .into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            }
+        });
+        match plugin.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Self {
+                store,
+                bindings,
+                poisoned: false,
+            }),
+            Err(e) => {
+                let host = store.into_data().host;
+                Err((EngineError::Instantiate(format!("{e:#}")), host))
+            }
+        }
+    }
+
+    /// Calls the plugin's `open`. `Ok(Err(reason))` is the plugin refusing.
+    pub fn open(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
+        self.before_call()?;
+        let result = self.bindings.call_open(&mut self.store, config);
+        self.after_call(result)
+    }
+
+    /// Calls `process` on a batch; returns the items the plugin rejected.
+    pub fn process(&mut self, events: &[Event]) -> Result<Vec<Failure>, CallError> {
+        self.before_call()?;
+        let result = self.bindings.call_process(&mut self.store, events);
+        self.after_call(result)
+    }
+
+    /// Calls `on-timer` on a batch of fired timers.
+    pub fn on_timer(&mut self, timers: &[Timer]) -> Result<Vec<Failure>, CallError> {
+        self.before_call()?;
+        let result = self.bindings.call_on_timer(&mut self.store, timers);
+        self.after_call(result)
+    }
+
+    pub fn host(&mut self) -> &mut H {
+        &mut self.store.data_mut().host
+    }
+
+    pub fn into_host(self) -> H {
+        self.store.into_data().host
+    }
+
+    fn before_call(&mut self) -> Result<(), CallError> {
+        if self.poisoned {
+            return Err(CallError {
+                kind: CallErrorKind::Trap,
+                message: "the plugin instance trapped earlier and cannot be called again".into(),
+            });
+        }
+        self.store.data_mut().sandbox.deadline.restart();
+        Ok(())
+    }
+
+    fn after_call<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, CallError> {
+        result.map_err(|e| {
+            self.poisoned = true;
+            classify(e)
+        })
+    }
+}
+
+fn classify(error: wasmtime::Error) -> CallError {
+    if let Some(sandbox) = error.downcast_ref::<SandboxError>() {
+        let kind = match sandbox {
+            SandboxError::MemoryExceeded { .. } => CallErrorKind::Memory,
+            SandboxError::DeadlineExceeded { .. } => CallErrorKind::Deadline,
+        };
+        return CallError {
+            kind,
+            message: sandbox.to_string(),
+        };
+    }
+    // `{:#}` keeps the trap code and the host error that caused it, without
+    // the wasm backtrace (which names guest-internal frames).
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("plugin trapped: {trap}"),
+        None => format!("plugin call failed: {}", root_message(&error)),
+    };
+    CallError {
+        kind: CallErrorKind::Trap,
+        message,
+    }
+}
+
+fn root_message(error: &wasmtime::Error) -> String {
+    let mut chain = error.chain().map(|c| c.to_string()).filter(|s| !s.starts_with("error while executing"));
+    chain.next().unwrap_or_else(|| error.to_string())
+}

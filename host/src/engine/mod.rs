@@ -1,0 +1,217 @@
+//! The wasmtime embedding: compile, validate against the world, instantiate,
+//! enforce limits, call.
+//!
+//! One shared [`Engine`] per process, with the pooling allocator so that an
+//! instance costs microseconds, an on-disk cache of compiled components, and
+//! a ticker thread that drives epoch deadlines. The engine knows nothing of
+//! keys, state or outputs: it calls into a `PluginHost` the runtime provides.
+
+mod artifact_cache;
+pub mod bindings;
+mod instance;
+mod limits;
+mod resources;
+mod wasi;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use artifact_cache::ArtifactCache;
+pub use bindings::{Event, Failure, TimeDomain, Timer};
+pub use instance::{CallError, CallErrorKind, PluginInstance};
+pub use limits::SandboxError;
+pub use resources::{ListStateHandle, MapStateHandle, ValueStateHandle};
+
+use bindings::ProcessorPre;
+use sha2::Digest;
+
+/// Everything the runtime must implement for a plugin to run: the WIT
+/// imports, plus `enter`, which the engine wraps to restart the deadline.
+pub trait PluginHost:
+    bindings::weir::plugin::state::Host
+    + bindings::weir::plugin::timers::Host
+    + bindings::weir::plugin::output::Host
+    + bindings::weir::plugin::log::Host
+    + Send
+    + 'static
+{
+    /// The plugin moves to item `index` of the current batch.
+    fn enter(&mut self, index: u32) -> wasmtime::Result<()>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to configure the wasm engine: {0}")]
+    Config(String),
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component does not implement the weir:plugin/processor world: {0}")]
+    WorldMismatch(String),
+    #[error("failed to instantiate the plugin: {0}")]
+    Instantiate(String),
+    #[error("component cache at {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+/// The wasm engine shared by every pipeline of the process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache: Option<ArtifactCache>,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl Engine {
+    /// An engine whose compiled components are cached under `cache_dir`.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        // Bounds on concurrently live instances; far above what one process
+        // runs (a few per subtask), far below the defaults' address space.
+        pool.total_component_instances(512);
+        pool.total_core_instances(2048);
+        pool.total_memories(1024);
+        pool.total_tables(2048);
+        pool.max_memory_size((crate::spec::MAX_MEMORY_MB as usize) << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let inner = wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(e.to_string()))?;
+        let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &inner));
+        let ticker = Arc::new(EpochTicker::start(inner.clone()));
+        Ok(Self {
+            inner,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    /// The default cache: `$WEIR_CACHE_DIR`, else `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(dir).join("weir"));
+        }
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("weir"))
+    }
+
+    /// Compiles (or loads from the cache) a component and checks it against
+    /// the `weir:plugin/processor` world, before anything runs it.
+    pub fn load<H: PluginHost>(&self, bytes: &[u8]) -> Result<Plugin<H>, EngineError> {
+        if !is_component(bytes) {
+            return Err(EngineError::NotAComponent(
+                "expected a component (`wasm32-wasip2` output); a core wasm module or other bytes were given"
+                    .into(),
+            ));
+        }
+        let digest = hex::encode(sha2::Sha256::digest(bytes));
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.inner, &digest, bytes)?,
+            None => Component::new(&self.inner, bytes)
+                .map_err(|e| EngineError::NotAComponent(format!("{e:#}")))?,
+        };
+        let mut linker = Linker::<StoreData<H>>::new(&self.inner);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::scope::add_to_linker::<_, HasSelf<StoreData<H>>>(&mut linker, |d| d)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::state::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::timers::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::output::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::log::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| EngineError::WorldMismatch(format!("{e:#}")))?;
+        let pre = ProcessorPre::new(pre).map_err(|e| EngineError::WorldMismatch(format!("{e:#}")))?;
+        Ok(Plugin {
+            digest,
+            size: bytes.len(),
+            pre,
+        })
+    }
+}
+
+/// `\0asm` followed by the component layer's version/layer bytes.
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
+/// A compiled, validated plugin, ready to instantiate cheaply.
+pub struct Plugin<H: 'static> {
+    digest: String,
+    size: usize,
+    pre: ProcessorPre<StoreData<H>>,
+}
+
+impl<H> Clone for Plugin<H> {
+    fn clone(&self) -> Self {
+        Self {
+            digest: self.digest.clone(),
+            size: self.size,
+            pre: self.pre.clone(),
+        }
+    }
+}
+
+impl<H: PluginHost> Plugin<H> {
+    /// The sha256 of the component bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// The data of one wasmtime store: the sandbox and the runtime's host.
+pub struct StoreData<H> {
+    sandbox: wasi::Sandbox,
+    pub(crate) host: H,
+}
+
+impl<H: PluginHost> bindings::weir::plugin::scope::Host for StoreData<H> {
+    fn enter(&mut self, index: u32) -> wasmtime::Result<()> {
+        self.sandbox.deadline.restart();
+        self.host.enter(index)
+    }
+}
+
+/// Advances the engine epoch every `limits::TICK` until dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(limits::TICK);
+                    limits::TICKS.fetch_add(1, Ordering::Relaxed);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,16 @@
+//! Weir: stateful, event-time stream processing whose user logic is a
+//! sandboxed WebAssembly component.
+//!
+//! - [`spec`]: the pipeline spec (TOML/JSON) and its validation.
+//! - [`engine`]: the wasmtime embedding (compile, validate, sandbox, call).
+//! - [`runtime`]: sources → event time → key-by → subtasks → sinks.
+//! - [`state`]: keyed state backends.
+//! - [`connectors`]: sources and sinks.
+//! - [`cli`]: the `weir` command line.
+
+pub mod cli;
+pub mod connectors;
+pub mod engine;
+pub mod runtime;
+pub mod spec;
+pub mod state;

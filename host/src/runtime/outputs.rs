@@ -1,0 +1,159 @@
+//! Outputs: from the tasks that produce records to the sink threads.
+//!
+//! Every output (`main`, `late`, `dead-letter`, and each side output a plugin
+//! names) is counted; an output with sinks fans its records out to them over
+//! bounded channels, so a slow sink slows its producers instead of growing
+//! memory. An output nobody sinks is counted and reported in the summary.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use rustc_hash::FxHashMap;
+
+use crate::connectors::OutputRecord;
+
+/// How many record batches may wait for one sink.
+pub(crate) const SINK_QUEUE: usize = 64;
+
+/// Counters of one run, shared by all of its tasks.
+#[derive(Default)]
+pub struct RunMetrics {
+    pub events_in: AtomicU64,
+    outputs: Mutex<BTreeMap<String, u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    counters: Mutex<BTreeMap<String, u64>>,
+    first_event: std::sync::OnceLock<Instant>,
+}
+
+impl RunMetrics {
+    pub(crate) fn add_output(&self, output: &str, n: u64) {
+        *self.outputs.lock().expect("metrics lock").entry(output.to_owned()).or_default() += n;
+    }
+
+    pub(crate) fn add_error(&self, kind: &str) {
+        *self.errors.lock().expect("metrics lock").entry(kind.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn add_counters(&self, counters: &mut FxHashMap<String, u64>) {
+        let mut all = self.counters.lock().expect("metrics lock");
+        for (name, n) in counters.drain() {
+            *all.entry(name).or_default() += n;
+        }
+    }
+
+    pub(crate) fn mark_first_event(&self) {
+        self.first_event.get_or_init(Instant::now);
+    }
+
+    pub fn first_event(&self) -> Option<Instant> {
+        self.first_event.get().copied()
+    }
+
+    pub fn outputs(&self) -> BTreeMap<String, u64> {
+        self.outputs.lock().expect("metrics lock").clone()
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().expect("metrics lock").clone()
+    }
+
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().expect("metrics lock").clone()
+    }
+}
+
+/// Where each output's records go: a producer-side handle, cloned per task.
+#[derive(Clone)]
+pub(crate) struct OutputRouter {
+    sinks: FxHashMap<String, Vec<Sender<Vec<OutputRecord>>>>,
+}
+
+impl OutputRouter {
+    pub(crate) fn new(sinks: FxHashMap<String, Vec<Sender<Vec<OutputRecord>>>>) -> Self {
+        Self { sinks }
+    }
+
+    pub(crate) fn has_sink(&self, output: &str) -> bool {
+        self.sinks.contains_key(output)
+    }
+
+    /// Sends a batch of one output's records to its sinks, blocking while a
+    /// sink is full. `Err` means a sink has stopped (it failed).
+    pub(crate) fn send(
+        &self,
+        metrics: &RunMetrics,
+        output: &str,
+        records: Vec<OutputRecord>,
+    ) -> Result<(), SinkGone> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        metrics.add_output(output, records.len() as u64);
+        let Some(senders) = self.sinks.get(output) else {
+            return Ok(());
+        };
+        if let Some((last, rest)) = senders.split_last() {
+            for sender in rest {
+                sender.send(records.clone()).map_err(|_| SinkGone)?;
+            }
+            last.send(records).map_err(|_| SinkGone)?;
+        }
+        Ok(())
+    }
+}
+
+/// A sink thread hung up: it failed, and its error is reported when joined.
+#[derive(Debug)]
+pub(crate) struct SinkGone;
+
+/// Per-task buffer of the outputs produced during one plugin call, in order.
+#[derive(Default)]
+pub(crate) struct OutputBuffer {
+    names: Vec<String>,
+    ids: FxHashMap<String, usize>,
+    records: Vec<(usize, OutputRecord)>,
+}
+
+impl OutputBuffer {
+    pub(crate) fn id(&mut self, name: &str) -> usize {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len();
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    pub(crate) fn push(&mut self, id: usize, record: OutputRecord) {
+        self.records.push((id, record));
+    }
+
+    /// A position to roll back to (see `truncate`).
+    pub(crate) fn mark(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Drops what was produced after `mark` (the outputs of a trapped item).
+    pub(crate) fn truncate(&mut self, mark: usize) {
+        self.records.truncate(mark);
+    }
+
+    /// Sends everything buffered, grouped by output, and empties the buffer.
+    pub(crate) fn flush(&mut self, router: &OutputRouter, metrics: &RunMetrics) -> Result<(), SinkGone> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let mut by_output: Vec<Vec<OutputRecord>> = vec![Vec::new(); self.names.len()];
+        for (id, record) in self.records.drain(..) {
+            by_output[id].push(record);
+        }
+        for (name, records) in self.names.iter().zip(by_output) {
+            router.send(metrics, name, records)?;
+        }
+        Ok(())
+    }
+}

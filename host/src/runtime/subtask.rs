@@ -1,0 +1,444 @@
+//! One subtask: a plugin instance, the state and timers of its key groups,
+//! and the loop that feeds it.
+//!
+//! The whole life of a subtask is `run`: receive a batch, route late events
+//! to `late`, hand the rest to the plugin, advance the watermark, fire due
+//! timers, flush outputs; fire processing-time timers when the wall clock
+//! reaches them. A plugin failure never escapes as a panic: the item goes to
+//! `dead-letter` (or the pipeline fails, by policy) and a trapped instance is
+//! replaced by a fresh one before the next item.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::json;
+
+use super::outputs::{OutputRouter, RunMetrics, SinkGone};
+use super::subtask_host::{BatchScope, SubtaskHost};
+use super::timer_service::{FiredTimer, TimeDomain};
+use super::{PipelineError, now_ms};
+use crate::connectors::OutputRecord;
+use crate::engine::{Event, Failure, Plugin, PluginInstance, Timer, bindings};
+use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
+
+/// What the source sends a subtask.
+pub(crate) enum SubtaskInput {
+    /// Events of this subtask's key groups (with each key group), then the
+    /// watermark that holds after them.
+    Batch {
+        events: Vec<Event>,
+        key_groups: Vec<u16>,
+        watermark: i64,
+    },
+    /// The bounded source is exhausted: the watermark goes to +∞.
+    End,
+}
+
+/// The most timers handed to the plugin in one call.
+const TIMER_BATCH: usize = 1024;
+/// Rounds of firing per watermark advance; a plugin that keeps registering
+/// already-due timers from `on-timer` would otherwise never let go.
+const MAX_TIMER_ROUNDS: usize = 10_000;
+
+/// What a subtask leaves behind, for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct SubtaskReport {
+    pub keys_in_state: u64,
+    pub pending_event_timers: u64,
+    pub discarded_processing_timers: u64,
+}
+
+pub(crate) struct SubtaskConfig {
+    pub(crate) plugin_config: String,
+    pub(crate) memory_bytes: usize,
+    pub(crate) call_timeout_ms: u64,
+    pub(crate) on_error: OnError,
+}
+
+pub(crate) struct Subtask {
+    index: usize,
+    plugin: Plugin<SubtaskHost>,
+    instance: Option<PluginInstance<SubtaskHost>>,
+    config: Arc<SubtaskConfig>,
+    router: OutputRouter,
+    metrics: Arc<RunMetrics>,
+    watermark: i64,
+}
+
+/// Which export a batch goes to.
+#[derive(Clone, Copy)]
+enum Call {
+    Process,
+    OnTimer,
+}
+
+impl Subtask {
+    /// Instantiates the plugin and calls `open`; fails if the plugin refuses.
+    pub(crate) fn start(
+        index: usize,
+        plugin: Plugin<SubtaskHost>,
+        host: SubtaskHost,
+        config: Arc<SubtaskConfig>,
+        router: OutputRouter,
+        metrics: Arc<RunMetrics>,
+    ) -> Result<Self, PipelineError> {
+        let mut subtask = Self {
+            index,
+            plugin,
+            instance: None,
+            config,
+            router,
+            metrics,
+            watermark: i64::MIN,
+        };
+        subtask.instantiate(host)?;
+        Ok(subtask)
+    }
+
+    fn instantiate(&mut self, host: SubtaskHost) -> Result<(), PipelineError> {
+        let mut instance = PluginInstance::new(
+            &self.plugin,
+            host,
+            self.config.memory_bytes,
+            self.config.call_timeout_ms,
+        )
+        .map_err(|(e, _)| PipelineError::Engine(e))?;
+        let open_error = match instance.open(&self.config.plugin_config) {
+            Ok(Ok(())) => None,
+            Ok(Err(reason)) => Some(reason),
+            Err(trap) => Some(trap.message),
+        };
+        if let Some(reason) = open_error {
+            return Err(PipelineError::PluginOpen {
+                subtask: self.index,
+                reason,
+            });
+        }
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    fn instance(&mut self) -> &mut PluginInstance<SubtaskHost> {
+        self.instance.as_mut().expect("a subtask always holds an instance between calls")
+    }
+
+    pub(crate) fn run(mut self, input: Receiver<SubtaskInput>) -> Result<SubtaskReport, PipelineError> {
+        let span = tracing::info_span!("subtask", index = self.index);
+        let _guard = span.enter();
+        loop {
+            let next_timer = self.instance().host().timers.next_timestamp(TimeDomain::ProcessingTime);
+            let message = match next_timer {
+                None => input.recv().ok(),
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64);
+                    match input.recv_timeout(wait) {
+                        Ok(message) => Some(message),
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.fire_processing_timers()?;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            };
+            match message {
+                Some(SubtaskInput::Batch {
+                    events,
+                    key_groups,
+                    watermark,
+                }) => {
+                    self.metrics.mark_first_event();
+                    self.handle_events(events, key_groups)?;
+                    self.advance_watermark(watermark)?;
+                    self.fire_processing_timers()?;
+                }
+                Some(SubtaskInput::End) => {
+                    self.advance_watermark(i64::MAX)?;
+                    return Ok(self.finish());
+                }
+                // The source stopped without `End`: it failed, and reports why.
+                None => return Ok(self.finish()),
+            }
+        }
+    }
+
+    fn finish(&mut self) -> SubtaskReport {
+        let host = self.instance.as_mut().expect("instance present").host();
+        self.metrics.add_counters(&mut host.counters);
+        SubtaskReport {
+            keys_in_state: host.backend.key_count(),
+            pending_event_timers: host.timers.len(TimeDomain::EventTime) as u64,
+            discarded_processing_timers: host.timers.len(TimeDomain::ProcessingTime) as u64,
+        }
+    }
+
+    fn handle_events(&mut self, mut events: Vec<Event>, mut key_groups: Vec<u16>) -> Result<(), PipelineError> {
+        // Events at or behind the watermark are late: they go to `late`,
+        // unchanged, instead of the plugin (or the floor).
+        let watermark = self.watermark;
+        if events.iter().any(|e| e.timestamp.is_some_and(|ts| ts <= watermark)) {
+            let mut late = Vec::new();
+            let mut kept = 0;
+            for i in 0..events.len() {
+                if events[i].timestamp.is_some_and(|ts| ts <= watermark) {
+                    let e = std::mem::replace(&mut events[i], empty_event());
+                    late.push(OutputRecord {
+                        key: e.key,
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    });
+                } else {
+                    events.swap(kept, i);
+                    key_groups.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            events.truncate(kept);
+            key_groups.truncate(kept);
+            self.send(LATE_OUTPUT, late)?;
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.instance().host().watermark = watermark;
+        self.run_batch(Call::Process, &events, &[], &key_groups)
+    }
+
+    fn advance_watermark(&mut self, watermark: i64) -> Result<(), PipelineError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        self.instance().host().watermark = watermark;
+        self.fire_timers(TimeDomain::EventTime, watermark)
+    }
+
+    fn fire_processing_timers(&mut self) -> Result<(), PipelineError> {
+        let now = now_ms();
+        let due = self
+            .instance()
+            .host()
+            .timers
+            .next_timestamp(TimeDomain::ProcessingTime)
+            .is_some_and(|ts| ts <= now);
+        if due {
+            self.fire_timers(TimeDomain::ProcessingTime, now)?;
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&mut self, domain: TimeDomain, up_to: i64) -> Result<(), PipelineError> {
+        let mut fired: Vec<FiredTimer> = Vec::new();
+        for _ in 0..MAX_TIMER_ROUNDS {
+            fired.clear();
+            self.instance().host().timers.pop_due(domain, up_to, &mut fired);
+            if fired.is_empty() {
+                return Ok(());
+            }
+            for chunk in fired.chunks(TIMER_BATCH) {
+                let wit_domain = match domain {
+                    TimeDomain::EventTime => bindings::TimeDomain::EventTime,
+                    TimeDomain::ProcessingTime => bindings::TimeDomain::ProcessingTime,
+                };
+                let timers: Vec<Timer> = chunk
+                    .iter()
+                    .map(|t| Timer {
+                        key: t.key.clone(),
+                        timestamp: t.timestamp,
+                        domain: wit_domain,
+                    })
+                    .collect();
+                let key_groups: Vec<u16> = chunk.iter().map(|t| t.key_group).collect();
+                self.run_batch(Call::OnTimer, &[], &timers, &key_groups)?;
+            }
+        }
+        tracing::warn!(
+            "timers keep becoming due while firing; {} rounds reached, the rest waits for the next watermark",
+            MAX_TIMER_ROUNDS
+        );
+        Ok(())
+    }
+
+    /// Hands a batch to the plugin, recovering from traps: the items before
+    /// the trapping one are done, the trapping one is dead-lettered (or fails
+    /// the pipeline) and the rest go to a fresh instance.
+    fn run_batch(&mut self, call: Call, events: &[Event], timers: &[Timer], key_groups: &[u16]) -> Result<(), PipelineError> {
+        let len = key_groups.len();
+        let mut start = 0;
+        while start < len {
+            let host = self.instance().host();
+            prepare_scope(
+                &mut host.scope,
+                call,
+                events.get(start..).unwrap_or_default(),
+                timers.get(start..).unwrap_or_default(),
+                &key_groups[start..],
+            );
+            host.last_error_log = None;
+            host.item_output_mark = host.outputs.mark();
+            let instance = self.instance();
+            let result = match call {
+                Call::Process => instance.process(&events[start..]),
+                Call::OnTimer => instance.on_timer(&timers[start..]),
+            };
+            match result {
+                Ok(failures) => {
+                    self.instance().host().scope.clear();
+                    self.flush()?;
+                    self.handle_rejections(call, events, timers, start, failures)?;
+                    return Ok(());
+                }
+                Err(error) => {
+                    let host = self.instance().host();
+                    let failed = start + host.scope.current().unwrap_or(0);
+                    let mark = host.item_output_mark;
+                    host.outputs.truncate(mark);
+                    host.scope.clear();
+                    let reason = match host.last_error_log.take() {
+                        Some(logged) => format!("{}; the plugin logged: {logged}", error.message),
+                        None => error.message.clone(),
+                    };
+                    self.flush()?;
+                    self.replace_instance()?;
+                    self.item_failed(call, events, timers, failed, error.kind.as_str(), &reason)?;
+                    start = failed + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_rejections(
+        &mut self,
+        call: Call,
+        events: &[Event],
+        timers: &[Timer],
+        start: usize,
+        failures: Vec<Failure>,
+    ) -> Result<(), PipelineError> {
+        let len = events.len().max(timers.len());
+        for failure in failures {
+            let index = start + failure.index as usize;
+            if index >= len {
+                // A plugin bug, not an input problem: say so and go on.
+                self.metrics.add_error("bad-failure-index");
+                tracing::warn!(
+                    "the plugin reported a failure for item {} of a {}-item batch: {}",
+                    failure.index,
+                    len - start,
+                    failure.reason
+                );
+                continue;
+            }
+            self.item_failed(call, events, timers, index, "rejected", &failure.reason)?;
+        }
+        Ok(())
+    }
+
+    /// One item failed: count it, then dead-letter it or fail the pipeline.
+    fn item_failed(
+        &mut self,
+        call: Call,
+        events: &[Event],
+        timers: &[Timer],
+        index: usize,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), PipelineError> {
+        self.metrics.add_error(kind);
+        if self.config.on_error == OnError::Fail {
+            return Err(PipelineError::PluginFailed {
+                subtask: self.index,
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        let record = match call {
+            Call::Process => {
+                let e = &events[index];
+                OutputRecord {
+                    key: e.key.clone(),
+                    value: json!({
+                        "error": kind,
+                        "reason": reason,
+                        "key": e.key.as_deref().map(String::from_utf8_lossy),
+                        "timestamp": e.timestamp,
+                        "value": String::from_utf8_lossy(&e.value),
+                    })
+                    .to_string()
+                    .into_bytes(),
+                    timestamp: e.timestamp,
+                }
+            }
+            Call::OnTimer => {
+                let t = &timers[index];
+                OutputRecord {
+                    key: Some(t.key.clone()),
+                    value: json!({
+                        "error": kind,
+                        "reason": reason,
+                        "key": String::from_utf8_lossy(&t.key),
+                        "timer": t.timestamp,
+                        "domain": match t.domain {
+                            bindings::TimeDomain::EventTime => "event-time",
+                            bindings::TimeDomain::ProcessingTime => "processing-time",
+                        },
+                    })
+                    .to_string()
+                    .into_bytes(),
+                    timestamp: Some(t.timestamp),
+                }
+            }
+        };
+        self.send(DEAD_LETTER_OUTPUT, vec![record])
+    }
+
+    /// Swaps a trapped instance for a fresh one around the same host (state,
+    /// timers and outputs are the host's, so nothing is lost).
+    fn replace_instance(&mut self) -> Result<(), PipelineError> {
+        let host = self.instance.take().expect("instance present").into_host();
+        tracing::debug!("replacing a trapped plugin instance");
+        self.instantiate(host)
+    }
+
+    fn flush(&mut self) -> Result<(), PipelineError> {
+        let router = &self.router;
+        let metrics = &self.metrics;
+        let host = self.instance.as_mut().expect("instance present").host();
+        host.outputs.flush(router, metrics).map_err(sink_gone)
+    }
+
+    fn send(&self, output: &str, records: Vec<OutputRecord>) -> Result<(), PipelineError> {
+        self.router.send(&self.metrics, output, records).map_err(sink_gone)
+    }
+}
+
+fn sink_gone(_: SinkGone) -> PipelineError {
+    PipelineError::SinkClosed
+}
+
+fn empty_event() -> Event {
+    Event {
+        key: None,
+        value: Vec::new(),
+        timestamp: None,
+        headers: Vec::new(),
+    }
+}
+
+fn prepare_scope(scope: &mut BatchScope, call: Call, events: &[Event], timers: &[Timer], key_groups: &[u16]) {
+    scope.clear();
+    match call {
+        Call::Process => {
+            for (e, &kg) in events.iter().zip(key_groups) {
+                scope.push(kg, e.key.as_deref().unwrap_or_default(), e.timestamp);
+            }
+        }
+        Call::OnTimer => {
+            for (t, &kg) in timers.iter().zip(key_groups) {
+                scope.push(kg, &t.key, Some(t.timestamp));
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The pipeline spec: one schema, TOML on disk and JSON over HTTP.
+//!
+//! This module owns parsing and validation. A spec that leaves here is known
+//! to be runnable: every field a later stage reads has been checked, and every
+//! error names the path of the offending field. It must never touch the file
+//! system beyond reading the spec itself, nor start anything.
+
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::json_field::JsonPointer;
+
+pub use validate::{MAX_MEMORY_MB, MAX_PARALLELISM, SpecError};
+
+/// A whole pipeline: source → event time → key-by → plugin → sinks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub name: String,
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    pub source: SourceSpec,
+    #[serde(default)]
+    pub event_time: Option<EventTimeSpec>,
+    pub key_by: KeyBySpec,
+    pub plugin: PluginSpec,
+    #[serde(default)]
+    pub state: StateSpec,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// What happens when the plugin traps, times out, hits its memory cap or
+    /// rejects an event.
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkSpec>,
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// The fixed test generator (see `connectors::generator`).
+    Generator { events: u64 },
+    /// JSON lines from a file; one event per non-empty line.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeSpec {
+    /// A JSON pointer into the value (`/ts`), `record` for the record's own
+    /// timestamp, or `processing` for the wall clock at ingestion.
+    pub field: String,
+    #[serde(default)]
+    pub max_out_of_orderness_ms: u64,
+    /// A split with no event for this long stops holding the watermark back.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBySpec {
+    /// A JSON pointer into the value (`/user_id`), or `record-key`.
+    pub field: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// A plugin crate, built for wasm32-wasip2 by `weir run`.
+    #[serde(default, rename = "crate")]
+    pub crate_dir: Option<PathBuf>,
+    /// A component already built.
+    #[serde(default)]
+    pub wasm: Option<PathBuf>,
+    /// Passed to the plugin's `open` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    #[serde(default)]
+    pub backend: StateBackendKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendKind {
+    #[default]
+    Memory,
+}
+
+/// The sandbox of one plugin instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Wall-clock budget of one event or timer inside the plugin.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Linear memory cap of one plugin instance.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    100
+}
+
+fn default_memory_mb() -> u64 {
+    64
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: default_call_timeout_ms(),
+            memory_mb: default_memory_mb(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Send the event, with the reason, to the `dead-letter` output and go on.
+    #[default]
+    DeadLetter,
+    /// Stop the pipeline with the error.
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// `main`, `late`, `dead-letter`, or a side output the plugin emits to.
+    pub output: String,
+    #[serde(flatten)]
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// One line per record on standard output (at-least-once).
+    Stdout,
+    /// JSON lines appended to a file.
+    File { path: PathBuf },
+    /// Counts records and drops them.
+    Null,
+}
+
+/// Where a pipeline's event time comes from, once validated.
+#[derive(Debug, Clone)]
+pub(crate) enum TimestampSource {
+    Field(JsonPointer),
+    Record,
+    Processing,
+}
+
+/// What a pipeline keys its events by, once validated.
+#[derive(Debug, Clone)]
+pub(crate) enum KeySource {
+    Field(JsonPointer),
+    RecordKey,
+}
+
+/// The names of the outputs the host itself writes to.
+pub const MAIN_OUTPUT: &str = "main";
+pub const LATE_OUTPUT: &str = "late";
+pub const DEAD_LETTER_OUTPUT: &str = "dead-letter";
+
+impl PipelineSpec {
+    /// Reads and validates a TOML spec file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates a TOML spec.
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let value: toml::Value =
+            toml::from_str(text).map_err(|e| SpecError::Syntax(e.to_string()))?;
+        let spec: PipelineSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            SpecError::Field {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parses and validates a JSON spec.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let spec: PipelineSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            SpecError::Field {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The validated timestamp source, if the pipeline has event time.
+    pub(crate) fn timestamp_source(&self) -> Option<TimestampSource> {
+        self.event_time
+            .as_ref()
+            .map(|et| validate::timestamp_source(&et.field).expect("validated spec"))
+    }
+
+    /// The validated key source.
+    pub(crate) fn key_source(&self) -> KeySource {
+        validate::key_source(&self.key_by.field).expect("validated spec")
+    }
+}

@@ -1,0 +1,280 @@
+//! Semantic checks of a parsed spec. Each error names the field's path.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::{KeySource, PipelineSpec, SinkKind, SourceSpec, TimestampSource};
+use crate::runtime::json_field::JsonPointer;
+
+/// The most subtasks a pipeline can have: one per key group.
+pub const MAX_PARALLELISM: u32 = crate::runtime::key_groups::KEY_GROUPS as u32;
+/// The largest per-instance memory cap the engine's pool is sized for.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spec is not valid: {0}")]
+    Syntax(String),
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+}
+
+fn field(path: &str, message: impl Into<String>) -> SpecError {
+    SpecError::Field {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+pub(super) fn timestamp_source(text: &str) -> Result<TimestampSource, String> {
+    match text {
+        "record" => Ok(TimestampSource::Record),
+        "processing" => Ok(TimestampSource::Processing),
+        _ => JsonPointer::parse(text)
+            .map(TimestampSource::Field)
+            .map_err(|e| {
+                format!("{text:?} is neither \"record\", \"processing\" nor a JSON pointer: {e}")
+            }),
+    }
+}
+
+pub(super) fn key_source(text: &str) -> Result<KeySource, String> {
+    match text {
+        "record-key" => Ok(KeySource::RecordKey),
+        "" => Err("a JSON pointer (such as \"/user_id\") or \"record-key\" is required".into()),
+        _ => JsonPointer::parse(text)
+            .map(KeySource::Field)
+            .map_err(|e| format!("{text:?} is neither \"record-key\" nor a JSON pointer: {e}")),
+    }
+}
+
+impl PipelineSpec {
+    pub(super) fn validate(&self) -> Result<(), SpecError> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(field(
+                "name",
+                format!(
+                    "{:?} is not a valid pipeline name: use letters, digits, '-' and '_'",
+                    self.name
+                ),
+            ));
+        }
+        if self.parallelism == 0 || self.parallelism > MAX_PARALLELISM {
+            return Err(field(
+                "parallelism",
+                format!(
+                    "must be between 1 and {MAX_PARALLELISM} (the number of key groups), got {}",
+                    self.parallelism
+                ),
+            ));
+        }
+        let source_name = match &self.source {
+            SourceSpec::Generator { .. } => "generator",
+            SourceSpec::File { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err(field("source.path", "must not be empty"));
+                }
+                "file"
+            }
+        };
+        if let Some(et) = &self.event_time {
+            match timestamp_source(&et.field).map_err(|m| field("event_time.field", m))? {
+                TimestampSource::Record => {
+                    return Err(field(
+                        "event_time.field",
+                        format!(
+                            "the {source_name} source has no record timestamps; \
+                             use a JSON pointer such as \"/ts\", or \"processing\""
+                        ),
+                    ));
+                }
+                TimestampSource::Field(_) | TimestampSource::Processing => {}
+            }
+            if et.idle_timeout_ms == Some(0) {
+                return Err(field(
+                    "event_time.idle_timeout_ms",
+                    "must be positive (leave it out to never mark a source idle)",
+                ));
+            }
+        }
+        match key_source(&self.key_by.field).map_err(|m| field("key_by.field", m))? {
+            KeySource::RecordKey => {
+                return Err(field(
+                    "key_by.field",
+                    format!(
+                        "the {source_name} source has no record keys; \
+                         use a JSON pointer into the value such as \"/user_id\""
+                    ),
+                ));
+            }
+            KeySource::Field(_) => {}
+        }
+        match (&self.plugin.crate_dir, &self.plugin.wasm) {
+            (None, None) => {
+                return Err(field(
+                    "plugin",
+                    "name the plugin: set `crate` (a plugin crate to build) or `wasm` (a built component)",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(field(
+                    "plugin",
+                    "set only one of `crate` and `wasm`",
+                ));
+            }
+            _ => {}
+        }
+        if self.limits.call_timeout_ms == 0 || self.limits.call_timeout_ms > 60_000 {
+            return Err(field(
+                "limits.call_timeout_ms",
+                format!(
+                    "must be between 1 and 60000, got {}",
+                    self.limits.call_timeout_ms
+                ),
+            ));
+        }
+        if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
+            return Err(field(
+                "limits.memory_mb",
+                format!(
+                    "must be between 1 and {MAX_MEMORY_MB}, got {}",
+                    self.limits.memory_mb
+                ),
+            ));
+        }
+        let mut file_paths = HashSet::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if sink.output.is_empty() {
+                return Err(field(&format!("sink[{i}].output"), "must not be empty"));
+            }
+            if let SinkKind::File { path } = &sink.kind {
+                if path.as_os_str().is_empty() {
+                    return Err(field(&format!("sink[{i}].path"), "must not be empty"));
+                }
+                if !file_paths.insert(path.clone()) {
+                    return Err(field(
+                        &format!("sink[{i}].path"),
+                        format!("{} is already written by another sink", path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "fraud"
+        parallelism = 2
+        [source]
+        kind = "generator"
+        events = 1000
+        [event_time]
+        field = "/ts"
+        [key_by]
+        field = "/user_id"
+        [plugin]
+        wasm = "fraud.wasm"
+        config = { threshold = 5 }
+        [[sink]]
+        output = "alerts"
+        kind = "file"
+        path = "alerts.jsonl"
+    "#;
+
+    fn error_of(text: &str) -> String {
+        PipelineSpec::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_complete_spec_parses_with_defaults_filled_in() {
+        let spec = PipelineSpec::from_toml(GOOD).unwrap();
+        assert_eq!(spec.parallelism, 2);
+        assert_eq!(spec.limits.call_timeout_ms, 100);
+        assert_eq!(spec.limits.memory_mb, 64);
+        assert_eq!(spec.on_error, super::super::OnError::DeadLetter);
+        assert_eq!(spec.plugin.config["threshold"], 5);
+        assert_eq!(spec.sinks.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_source_kind_names_the_field_and_the_choices() {
+        let err = error_of(&GOOD.replace("\"generator\"", "\"kafkaa\""));
+        assert!(err.contains("source"), "{err}");
+        assert!(err.contains("kafkaa"), "{err}");
+        assert!(err.contains("generator"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_plugin_section_is_reported() {
+        let text = GOOD.replace("[plugin]", "[plugin_x]");
+        let err = error_of(&text);
+        assert!(err.contains("plugin"), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_without_crate_or_wasm_is_reported() {
+        let err = error_of(&GOOD.replace("wasm = \"fraud.wasm\"", ""));
+        assert!(err.starts_with("plugin:"), "{err}");
+        assert!(err.contains("`crate`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_json_pointer_names_the_field() {
+        let err = error_of(&GOOD.replace("\"/user_id\"", "\"user_id\""));
+        assert!(err.starts_with("key_by.field:"), "{err}");
+        assert!(err.contains("'/'"), "{err}");
+    }
+
+    #[test]
+    fn zero_parallelism_is_rejected() {
+        let err = error_of(&GOOD.replace("parallelism = 2", "parallelism = 0"));
+        assert!(err.starts_with("parallelism:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_path() {
+        let err = error_of(&GOOD.replace("events = 1000", "events = 1000\nevnts = 3"));
+        assert!(err.contains("evnts"), "{err}");
+    }
+
+    #[test]
+    fn record_timestamps_need_a_source_that_has_them() {
+        let err = error_of(&GOOD.replace("field = \"/ts\"", "field = \"record\""));
+        assert!(err.starts_with("event_time.field:"), "{err}");
+    }
+
+    #[test]
+    fn json_specs_use_the_same_schema() {
+        let json = br#"{"name":"p","source":{"kind":"generator","events":5},
+            "key_by":{"field":"/k"},"plugin":{"wasm":"x.wasm"},
+            "sink":[{"output":"main","kind":"null"}]}"#;
+        let spec = PipelineSpec::from_json(json).unwrap();
+        assert_eq!(spec.parallelism, 1);
+        let err = PipelineSpec::from_json(br#"{"name":"p"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source"), "{err}");
+    }
+
+    #[test]
+    fn two_file_sinks_cannot_share_a_path() {
+        let text = format!("{GOOD}\n[[sink]]\noutput = \"main\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n");
+        let err = error_of(&text);
+        assert!(err.starts_with("sink[1].path:"), "{err}");
+    }
+}

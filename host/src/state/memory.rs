@@ -1,0 +1,246 @@
+//! In-memory keyed state: one hash map per key group, keyed by the user key.
+//!
+//! All states of one key sit in one entry (plugins declare few states), so a
+//! state call costs one hash lookup of the key and a scan of a tiny vector,
+//! and a key whose last state is cleared disappears: memory follows live keys.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use super::{KeyState, KeyedStateBackend, StateError, StateId};
+use crate::runtime::key_groups::KEY_GROUPS;
+
+#[derive(Default)]
+struct KeyEntry {
+    values: Vec<(StateId, Vec<u8>)>,
+    maps: Vec<(StateId, BTreeMap<Vec<u8>, Vec<u8>>)>,
+    lists: Vec<(StateId, Vec<Vec<u8>>)>,
+}
+
+impl KeyEntry {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.maps.is_empty() && self.lists.is_empty()
+    }
+}
+
+type Group = FxHashMap<Box<[u8]>, KeyEntry>;
+
+pub struct MemoryBackend {
+    groups: Vec<Group>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self {
+            groups: (0..KEY_GROUPS).map(|_| Group::default()).collect(),
+        }
+    }
+}
+
+fn find<T>(slots: &[(StateId, T)], state: StateId) -> Option<&T> {
+    slots.iter().find(|(id, _)| *id == state).map(|(_, v)| v)
+}
+
+fn find_mut<T>(slots: &mut [(StateId, T)], state: StateId) -> Option<&mut T> {
+    slots.iter_mut().find(|(id, _)| *id == state).map(|(_, v)| v)
+}
+
+fn remove<T>(slots: &mut Vec<(StateId, T)>, state: StateId) {
+    if let Some(i) = slots.iter().position(|(id, _)| *id == state) {
+        slots.swap_remove(i);
+    }
+}
+
+impl MemoryBackend {
+    fn entry(&self, kg: u16, key: &[u8]) -> Option<&KeyEntry> {
+        self.groups[usize::from(kg)].get(key)
+    }
+
+    fn entry_mut(&mut self, kg: u16, key: &[u8]) -> &mut KeyEntry {
+        let group = &mut self.groups[usize::from(kg)];
+        // Look up by slice first so that the common case (key present) does
+        // not allocate an owned key.
+        if !group.contains_key(key) {
+            group.insert(key.into(), KeyEntry::default());
+        }
+        group.get_mut(key).expect("inserted above")
+    }
+
+    /// Applies `f` to the key's entry if present, dropping the entry once empty.
+    fn update(&mut self, kg: u16, key: &[u8], f: impl FnOnce(&mut KeyEntry)) {
+        let group = &mut self.groups[usize::from(kg)];
+        if let Some(entry) = group.get_mut(key) {
+            f(entry);
+            if entry.is_empty() {
+                group.remove(key);
+            }
+        }
+    }
+}
+
+impl KeyedStateBackend for MemoryBackend {
+    fn value_get(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .entry(kg, key)
+            .and_then(|e| find(&e.values, state))
+            .cloned())
+    }
+
+    fn value_set(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+        let entry = self.entry_mut(kg, key);
+        match find_mut(&mut entry.values, state) {
+            Some(slot) => *slot = value,
+            None => entry.values.push((state, value)),
+        }
+        Ok(())
+    }
+
+    fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
+        self.update(kg, key, |e| remove(&mut e.values, state));
+        Ok(())
+    }
+
+    fn map_get(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self
+            .entry(kg, key)
+            .and_then(|e| find(&e.maps, state))
+            .and_then(|m| m.get(map_key))
+            .cloned())
+    }
+
+    fn map_put(&mut self, kg: u16, state: StateId, key: &[u8], map_key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        let entry = self.entry_mut(kg, key);
+        match find_mut(&mut entry.maps, state) {
+            Some(map) => {
+                map.insert(map_key, value);
+            }
+            None => entry.maps.push((state, BTreeMap::from([(map_key, value)]))),
+        }
+        Ok(())
+    }
+
+    fn map_remove(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
+        self.update(kg, key, |e| {
+            if let Some(map) = find_mut(&mut e.maps, state) {
+                map.remove(map_key);
+                if map.is_empty() {
+                    remove(&mut e.maps, state);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        Ok(self
+            .entry(kg, key)
+            .and_then(|e| find(&e.maps, state))
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn map_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
+        self.update(kg, key, |e| remove(&mut e.maps, state));
+        Ok(())
+    }
+
+    fn list_append(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+        let entry = self.entry_mut(kg, key);
+        match find_mut(&mut entry.lists, state) {
+            Some(list) => list.push(value),
+            None => entry.lists.push((state, vec![value])),
+        }
+        Ok(())
+    }
+
+    fn list_read(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        Ok(self
+            .entry(kg, key)
+            .and_then(|e| find(&e.lists, state))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn list_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
+        self.update(kg, key, |e| remove(&mut e.lists, state));
+        Ok(())
+    }
+
+    fn key_count(&self) -> u64 {
+        self.groups.iter().map(|g| g.len() as u64).sum()
+    }
+
+    fn key_state(&mut self, kg: u16, key: &[u8]) -> Result<KeyState, StateError> {
+        let Some(entry) = self.entry(kg, key) else {
+            return Ok(KeyState::default());
+        };
+        Ok(KeyState {
+            values: entry.values.clone(),
+            maps: entry
+                .maps
+                .iter()
+                .map(|(id, m)| (*id, m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+                .collect(),
+            lists: entry.lists.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_scoped_by_key_and_state() {
+        let mut b = MemoryBackend::default();
+        b.value_set(3, 0, b"alice", b"1".to_vec()).unwrap();
+        b.value_set(3, 1, b"alice", b"2".to_vec()).unwrap();
+        b.value_set(3, 0, b"bob", b"3".to_vec()).unwrap();
+        assert_eq!(b.value_get(3, 0, b"alice").unwrap().unwrap(), b"1");
+        assert_eq!(b.value_get(3, 1, b"alice").unwrap().unwrap(), b"2");
+        assert_eq!(b.value_get(3, 0, b"bob").unwrap().unwrap(), b"3");
+        assert_eq!(b.value_get(3, 1, b"bob").unwrap(), None);
+        assert_eq!(b.key_count(), 2);
+    }
+
+    #[test]
+    fn a_key_whose_last_state_is_cleared_is_forgotten() {
+        let mut b = MemoryBackend::default();
+        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
+        b.list_append(1, 2, b"k", b"x".to_vec()).unwrap();
+        b.value_clear(1, 0, b"k").unwrap();
+        assert_eq!(b.key_count(), 1);
+        b.list_clear(1, 2, b"k").unwrap();
+        assert_eq!(b.key_count(), 0);
+    }
+
+    #[test]
+    fn maps_keep_entries_ordered_and_drop_when_emptied() {
+        let mut b = MemoryBackend::default();
+        b.map_put(0, 0, b"k", b"b".to_vec(), b"2".to_vec()).unwrap();
+        b.map_put(0, 0, b"k", b"a".to_vec(), b"1".to_vec()).unwrap();
+        assert_eq!(
+            b.map_entries(0, 0, b"k").unwrap(),
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(b.map_get(0, 0, b"k", b"a").unwrap().unwrap(), b"1");
+        b.map_remove(0, 0, b"k", b"a").unwrap();
+        b.map_remove(0, 0, b"k", b"b").unwrap();
+        assert_eq!(b.key_count(), 0);
+    }
+
+    #[test]
+    fn lists_append_in_order() {
+        let mut b = MemoryBackend::default();
+        for v in [b"1", b"2", b"3"] {
+            b.list_append(9, 4, b"k", v.to_vec()).unwrap();
+        }
+        assert_eq!(
+            b.list_read(9, 4, b"k").unwrap(),
+            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+        );
+        let view = b.key_state(9, b"k").unwrap();
+        assert_eq!(view.lists.len(), 1);
+    }
+}

@@ -1,0 +1,23 @@
+//! End-to-end tests: the real `weir` binary, real plugin components.
+
+mod event_time;
+mod run_pipeline;
+mod sandbox;
+mod spec_errors;
+mod support;
+
+/// Every plugin in plugins/ has a test named after it, or this fails to build.
+mod tested {
+    pub use crate::event_time::timer_echo;
+    pub use crate::run_pipeline::{amount_filter, fraud_detector, passthrough};
+    pub use crate::sandbox::sandbox_probe;
+}
+
+macro_rules! assert_plugin_is_tested {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use tested::$name as _;
+    };
+}
+
+weir_test_artifacts::for_each_plugin!(assert_plugin_is_tested);

@@ -1,0 +1,147 @@
+//! The reference workloads through `weir run`: their figures are fixed.
+
+use crate::support::{toml_path, weir_run, weir_run_with_env};
+use weir_test_artifacts::{AMOUNT_FILTER, FRAUD_DETECTOR, PASSTHROUGH};
+
+const BASE_TS: i64 = 1_700_000_000_000;
+
+fn w2_spec(events: u64, parallelism: u32) -> String {
+    format!(
+        r#"
+name = "fraud"
+parallelism = {parallelism}
+[source]
+kind = "generator"
+events = {events}
+[event_time]
+field = "/ts"
+[key_by]
+field = "/user_id"
+[plugin]
+wasm = {wasm}
+config = {{ threshold = 5, window_ms = 60000 }}
+[[sink]]
+output = "alerts"
+kind = "file"
+path = "alerts.jsonl"
+"#,
+        wasm = toml_path(FRAUD_DETECTOR)
+    )
+}
+
+fn check_w2_at_one_million(parallelism: u32) {
+    let run = weir_run(&w2_spec(1_000_000, parallelism), &[]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    let alerts = run.lines("alerts.jsonl");
+    assert_eq!(alerts.len(), 2_056);
+    let users: u64 = alerts.iter().map(|a| a["user_id"].as_u64().unwrap()).sum();
+    let ts: i64 = alerts.iter().map(|a| a["ts"].as_i64().unwrap() - BASE_TS).sum();
+    assert_eq!(users, 103_597_187);
+    assert_eq!(ts, 1_073_632_637);
+    let summary = run.summary();
+    assert_eq!(summary["events_in"], 1_000_000);
+    assert_eq!(run.output_count("alerts"), 2_056);
+    // Every window's timer fired at the end of input and cleared its state.
+    assert_eq!(summary["keys_in_state"], 0);
+    assert_eq!(summary["pending_event_timers"], 0);
+    assert!(summary["errors"].as_object().unwrap().is_empty(), "{summary}");
+}
+
+#[test]
+fn fraud_detector() {
+    check_w2_at_one_million(1);
+}
+
+#[test]
+fn fraud_detector_gives_the_same_alerts_at_parallelism_two() {
+    check_w2_at_one_million(2);
+}
+
+#[test]
+fn amount_filter() {
+    let spec = format!(
+        r#"
+name = "big-spenders"
+parallelism = 2
+[source]
+kind = "generator"
+events = 1000000
+[key_by]
+field = "/user_id"
+[plugin]
+wasm = {wasm}
+[[sink]]
+output = "main"
+kind = "file"
+path = "out.jsonl"
+"#,
+        wasm = toml_path(AMOUNT_FILTER)
+    );
+    let run = weir_run(&spec, &[]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    assert_eq!(run.output_count("main"), 499_923);
+    let lines = run.lines("out.jsonl");
+    assert_eq!(lines.len(), 499_923);
+    // The first generated event (user 91033, 50767 cents) passes the filter.
+    assert!(lines.iter().any(|l| l == "91033:50767"));
+    assert!(lines.iter().all(|l| {
+        let amount: u64 = l.as_str().unwrap().split(':').nth(1).unwrap().parse().unwrap();
+        amount > 50_000
+    }));
+}
+
+#[test]
+fn passthrough() {
+    let spec = format!(
+        r#"
+name = "copy"
+[source]
+kind = "file"
+path = "in.jsonl"
+[key_by]
+field = "/k"
+[plugin]
+wasm = {wasm}
+[[sink]]
+output = "main"
+kind = "file"
+path = "out.jsonl"
+"#,
+        wasm = toml_path(PASSTHROUGH)
+    );
+    let input: String = (0..3000).map(|i| format!("{{\"k\":\"key{}\",\"n\":{i}}}\n", i % 7)).collect();
+    let run = weir_run(&spec, &[("in.jsonl", &input)]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    let mut out: Vec<u64> = run.lines("out.jsonl").iter().map(|v| v["n"].as_u64().unwrap()).collect();
+    out.sort_unstable();
+    assert_eq!(out, (0..3000).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_plugin_crate_named_in_the_spec_is_built_by_weir_run() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crate_dir = root.join("plugins/passthrough").canonicalize().unwrap();
+    let spec = format!(
+        r#"
+name = "built"
+[source]
+kind = "generator"
+events = 10
+[key_by]
+field = "/user_id"
+[plugin]
+crate = {dir}
+[[sink]]
+output = "main"
+kind = "file"
+path = "out.jsonl"
+"#,
+        dir = toml_path(crate_dir.to_str().unwrap())
+    );
+    // Its own target directory: the `cargo test` running this test may hold
+    // the lock on the workspace's.
+    let target = std::env::temp_dir().join("weir-e2e-plugin-target");
+    let run = weir_run_with_env(&spec, &[], &[("CARGO_TARGET_DIR", &target)]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    assert_eq!(run.lines("out.jsonl").len(), 10);
+}

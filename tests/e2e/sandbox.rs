@@ -1,0 +1,85 @@
+//! The sandbox: a misbehaving plugin costs one event, never the host.
+
+use crate::support::{toml_path, weir_run};
+use weir_test_artifacts::SANDBOX_PROBE;
+
+fn spec(on_error: &str) -> String {
+    format!(
+        r#"
+name = "probe"
+on_error = "{on_error}"
+[source]
+kind = "file"
+path = "in.jsonl"
+[key_by]
+field = "/action"
+[plugin]
+wasm = {wasm}
+[limits]
+call_timeout_ms = 100
+memory_mb = 16
+[[sink]]
+output = "main"
+kind = "file"
+path = "main.jsonl"
+[[sink]]
+output = "dead-letter"
+kind = "file"
+path = "dead.jsonl"
+"#,
+        wasm = toml_path(SANDBOX_PROBE)
+    )
+}
+
+fn events(actions: &[&str]) -> String {
+    actions.iter().map(|a| format!("{{\"action\":\"{a}\"}}\n")).collect()
+}
+
+#[test]
+fn sandbox_probe() {
+    let input = events(&["ok", "loop", "ok", "alloc", "ok", "panic", "ok", "open-file", "reject", "ok"]);
+    let run = weir_run(&spec("dead-letter"), &[("in.jsonl", &input)]);
+    assert!(run.succeeded(), "the pipeline must survive its plugin:\n{}", run.stderr());
+
+    let main: Vec<String> = run.lines("main.jsonl").iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    assert_eq!(main.iter().filter(|l| *l == "ok").count(), 5, "{main:?}");
+    // No preopened directory: the plugin cannot open a file.
+    assert!(main.iter().any(|l| l.starts_with("denied:")), "{main:?}");
+    assert!(!main.iter().any(|l| l.starts_with("opened:")), "{main:?}");
+
+    let dead = run.lines("dead.jsonl");
+    let reason_of = |action: &str| -> (String, String) {
+        let record = dead
+            .iter()
+            .find(|d| d["value"].as_str().unwrap().contains(action))
+            .unwrap_or_else(|| panic!("no dead-letter record for {action}: {dead:?}"));
+        (record["error"].as_str().unwrap().to_owned(), record["reason"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    let (kind, reason) = reason_of("loop");
+    assert_eq!(kind, "deadline");
+    assert!(reason.contains("100 ms"), "{reason}");
+    let (kind, reason) = reason_of("alloc");
+    assert_eq!(kind, "memory");
+    assert!(reason.contains("memory limit exceeded"), "{reason}");
+    let (kind, reason) = reason_of("panic");
+    assert_eq!(kind, "trap");
+    assert!(reason.contains("boom"), "the panic message reaches the dead letter: {reason}");
+    let (kind, reason) = reason_of("reject");
+    assert_eq!(kind, "rejected");
+    assert!(reason.contains("rejected on purpose"), "{reason}");
+
+    let errors = &run.summary()["errors"];
+    for kind in ["deadline", "memory", "trap", "rejected"] {
+        assert_eq!(errors[kind], 1, "{errors}");
+    }
+}
+
+#[test]
+fn with_on_error_fail_a_trap_stops_the_pipeline_with_the_reason() {
+    let run = weir_run(&spec("fail"), &[("in.jsonl", &events(&["ok", "panic", "ok"]))]);
+    assert!(!run.succeeded());
+    let stderr = run.stderr();
+    assert!(stderr.contains("on_error = \"fail\""), "{stderr}");
+    assert!(stderr.contains("boom"), "{stderr}");
+}

@@ -1,0 +1,84 @@
+//! Running the real `weir` binary on a spec in a scratch directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// One `weir run` in its own directory; specs use paths relative to it.
+pub struct Run {
+    pub dir: tempfile::TempDir,
+    pub output: Output,
+}
+
+impl Run {
+    pub fn succeeded(&self) -> bool {
+        self.output.status.success()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// The `--summary-json` of the run.
+    pub fn summary(&self) -> Value {
+        let text = std::fs::read_to_string(self.dir.path().join("summary.json"))
+            .unwrap_or_else(|e| panic!("no summary ({e}); stderr:\n{}", self.stderr()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn output_count(&self, output: &str) -> u64 {
+        self.summary()["outputs"][output].as_u64().unwrap_or(0)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The JSON lines a file sink wrote.
+    pub fn lines(&self, name: &str) -> Vec<Value> {
+        read_jsonl(&self.path(name))
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}")))
+        .collect()
+}
+
+/// Writes `files` and `spec` (as pipeline.toml) into a new directory and runs
+/// `weir run` there.
+pub fn weir_run(spec: &str, files: &[(&str, &str)]) -> Run {
+    weir_run_with_env(spec, files, &[])
+}
+
+/// `weir_run` with extra environment variables for the `weir` process.
+pub fn weir_run_with_env(spec: &str, files: &[(&str, &str)], env: &[(&str, &Path)]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
+    let output = Command::new(WEIR)
+        .current_dir(dir.path())
+        .args(["run", "--quiet", "--summary-json", "summary.json", "pipeline.toml"])
+        .env("WEIR_CACHE_DIR", cache_dir())
+        .envs(env.iter().copied())
+        .output()
+        .expect("running weir");
+    Run { dir, output }
+}
+
+/// Compiled components are cached across tests, as across runs.
+fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join("weir-e2e-cache")
+}
+
+/// A TOML string literal for a path.
+pub fn toml_path(path: &str) -> String {
+    format!("{path:?}")
+}
