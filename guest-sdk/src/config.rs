@@ -20,7 +20,10 @@ pub(crate) fn parse<C: DeserializeOwned + Default>(json: &str) -> Result<C, Erro
         if path == "." {
             Error::msg(format_args!("invalid plugin config: {}", error.inner()))
         } else {
-            Error::msg(format_args!("invalid plugin config: {path}: {}", error.inner()))
+            Error::msg(format_args!(
+                "invalid plugin config: {path}: {}",
+                error.inner()
+            ))
         }
     })?;
     deserializer
@@ -84,11 +87,16 @@ mod tests {
     fn the_error_names_the_offending_field() {
         let error = parse::<Config>(r#"{"threshold": 3, "window": {"ms": "ten"}}"#).unwrap_err();
         assert!(
-            error.message().starts_with("invalid plugin config: window.ms: invalid type: string"),
+            error
+                .message()
+                .starts_with("invalid plugin config: window.ms: invalid type: string"),
             "{error}"
         );
         let error = parse::<Config>(r#"{"treshold": 3}"#).unwrap_err();
-        assert!(error.message().contains("unknown field `treshold`"), "{error}");
+        assert!(
+            error.message().contains("unknown field `treshold`"),
+            "{error}"
+        );
     }
 
     #[test]

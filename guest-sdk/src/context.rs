@@ -73,7 +73,8 @@ impl<'a> Context<'a> {
     }
 
     /// Emits `value` to the side output `output` (for example `"alerts"`),
-    /// keyed by the current key. `main`, `late` and `dead-letter` are the host's.
+    /// keyed by the current key. `"main"` is the main output; `late` and
+    /// `dead-letter` are the host's alone (emitting to them traps).
     pub fn emit_to(&mut self, output: &str, value: impl AsRef<[u8]>) {
         sys::emit_to(output, self.key, value.as_ref());
     }

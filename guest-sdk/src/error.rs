@@ -71,7 +71,12 @@ mod tests {
     #[test]
     fn json_errors_convert_with_the_parser_message() {
         let error: Error = serde_json::from_str::<u32>("\"x\"").unwrap_err().into();
-        assert!(error.message().starts_with("invalid JSON: invalid type: string"), "{error}");
+        assert!(
+            error
+                .message()
+                .starts_with("invalid JSON: invalid type: string"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::Error;
 /// One input record.
 ///
 /// The value is raw bytes; [`Event::json`] decodes it. The constructors exist
-/// so tests can build events for [`testing::Harness`](crate::testing).
+/// so tests can build events for `testing::Harness` (native targets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
     pub(crate) key: Option<Vec<u8>>,
@@ -112,7 +112,9 @@ mod tests {
 
     #[test]
     fn headers_are_found_by_name() {
-        let event = Event::unkeyed("v").with_header("a", "1").with_header("b", "2");
+        let event = Event::unkeyed("v")
+            .with_header("a", "1")
+            .with_header("b", "2");
         assert_eq!(event.header("b"), Some(&b"2"[..]));
         assert_eq!(event.header("c"), None);
         assert_eq!(event.headers().len(), 2);

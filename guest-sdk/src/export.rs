@@ -1,7 +1,7 @@
-//! `export!` and the glue it expands to: the component's exports (`open`,
-//! `process`, `on-timer`) implemented once, generically, for any
-//! [`Processor`]. The macro itself only names the plugin type, so the
-//! plugin's crate needs no wit-bindgen of its own.
+//! `export!` and the glue it expands to: the component's `handler` exports
+//! (`open`, `process`, `on-timer`) implemented once, generically, for any
+//! [`Processor`](crate::Processor). The macro only names the plugin type, so
+//! the plugin's crate needs no wit-bindgen of its own.
 
 /// Exports a [`Processor`](crate::Processor) as the component's
 /// `weir:plugin/processor` world. Use it once per plugin crate:
@@ -24,11 +24,8 @@ macro_rules! export {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            // wit-bindgen's export macro takes an identifier, hence the alias.
             type __WeirExport = $crate::__private::Export<$plugin>;
-            $crate::__private::bindings::__export_processor!(
-                __WeirExport with_types_in $crate::__private::bindings
-            );
+            $crate::__private::bindings::__export_weir_handler!(__WeirExport with_types_in $crate::__private::bindings);
         };
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = $crate::__private::assert_processor::<$plugin>();

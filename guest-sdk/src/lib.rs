@@ -5,7 +5,7 @@
 //! to events and timers through [`Context`], and export it with
 //! [`export!`]. Build with `cargo build --target wasm32-wasip2` to get a
 //! component the host loads; run `cargo test` natively to exercise it
-//! against the in-memory host in [`testing`].
+//! against the in-memory host in `testing` (native targets only).
 //!
 //! ```
 //! use serde::Deserialize;
@@ -88,9 +88,9 @@ pub use timer::{TimeDomain, Timer};
 /// Items `export!` expands to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::assert_processor;
     #[cfg(target_arch = "wasm32")]
     pub use crate::export::Export;
+    pub use crate::export::assert_processor;
     #[cfg(target_arch = "wasm32")]
     pub use crate::sys::wasm::bindings;
 }

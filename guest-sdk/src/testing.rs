@@ -134,7 +134,9 @@ impl<P: Processor> Harness<P> {
     /// # Panics
     /// If the stored bytes do not decode as `T`.
     pub fn state<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>, name: &str) -> Option<T> {
-        self.host.value(key.as_ref(), name).map(|bytes| decode(name, bytes))
+        self.host
+            .value(key.as_ref(), name)
+            .map(|bytes| decode(name, bytes))
     }
 
     /// The entries of map state `name` of `key`, in map-key byte order.
@@ -147,7 +149,9 @@ impl<P: Processor> Harness<P> {
         name: &str,
     ) -> Vec<(K, V)> {
         let entries = self.host.map(key.as_ref(), name).into_iter().flatten();
-        entries.map(|(k, v)| (decode(name, k), decode(name, v))).collect()
+        entries
+            .map(|(k, v)| (decode(name, k), decode(name, v)))
+            .collect()
     }
 
     /// The items of list state `name` of `key`, oldest first.

@@ -61,7 +61,7 @@ fn position(main: &[Value], what: impl Fn(&Value) -> bool) -> usize {
 }
 
 #[test]
-fn timer_echo() {
+pub fn timer_echo() {
     let run = weir_run(&spec(), &[("in.jsonl", &input())]);
     assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
     let main = run.lines("main.jsonl");

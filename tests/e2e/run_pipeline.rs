@@ -48,7 +48,7 @@ fn check_w2_at_one_million(parallelism: u32) {
 }
 
 #[test]
-fn fraud_detector() {
+pub fn fraud_detector() {
     check_w2_at_one_million(1);
 }
 
@@ -58,7 +58,7 @@ fn fraud_detector_gives_the_same_alerts_at_parallelism_two() {
 }
 
 #[test]
-fn amount_filter() {
+pub fn amount_filter() {
     let spec = format!(
         r#"
 name = "big-spenders"
@@ -91,7 +91,7 @@ path = "out.jsonl"
 }
 
 #[test]
-fn passthrough() {
+pub fn passthrough() {
     let spec = format!(
         r#"
 name = "copy"

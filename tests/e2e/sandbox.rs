@@ -36,7 +36,7 @@ fn events(actions: &[&str]) -> String {
 }
 
 #[test]
-fn sandbox_probe() {
+pub fn sandbox_probe() {
     let input = events(&["ok", "loop", "ok", "alloc", "ok", "panic", "ok", "open-file", "reject", "ok"]);
     let run = weir_run(&spec("dead-letter"), &[("in.jsonl", &input)]);
     assert!(run.succeeded(), "the pipeline must survive its plugin:\n{}", run.stderr());

@@ -17,8 +17,8 @@ thread_local! {
     static HOST: RefCell<Option<TestHost>> = const { RefCell::new(None) };
 }
 
-/// Output names a plugin may not emit to with `emit-to`.
-const RESERVED_OUTPUTS: [&str; 3] = ["main", "late", "dead-letter"];
+/// Output names only the host writes to, as on the host.
+const HOST_OUTPUTS: [&str; 2] = ["late", "dead-letter"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StateKind {
@@ -26,6 +26,12 @@ enum StateKind {
     Map,
     List,
 }
+
+/// Where a state of one key lives: (state name, key).
+type Slot = (String, Vec<u8>);
+
+/// The content of one key's map state, ordered by map-key bytes.
+type ByteMap = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The item in scope: what `scope.enter` selects on the real host.
 #[derive(Debug)]
@@ -41,10 +47,9 @@ pub(crate) struct TestHost {
     watermark: i64,
     processing_time: i64,
     kinds: BTreeMap<String, StateKind>,
-    // Keyed by (state name, key).
-    values: BTreeMap<(String, Vec<u8>), Vec<u8>>,
-    maps: BTreeMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
-    lists: BTreeMap<(String, Vec<u8>), Vec<Vec<u8>>>,
+    values: BTreeMap<Slot, Vec<u8>>,
+    maps: BTreeMap<Slot, ByteMap>,
+    lists: BTreeMap<Slot, Vec<Vec<u8>>>,
     // (timestamp, key): the set's order is the firing order.
     event_timers: BTreeSet<(i64, Vec<u8>)>,
     processing_timers: BTreeSet<(i64, Vec<u8>)>,
@@ -77,7 +82,11 @@ impl TestHost {
     /// Runs `f` (a call into the plugin) with this host installed and, if
     /// given, the item `(key, timestamp)` in scope. The host comes back even
     /// if the plugin panics, so a harness stays usable after `catch_unwind`.
-    pub(crate) fn call<R>(&mut self, item: Option<(&[u8], Option<i64>)>, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn call<R>(
+        &mut self,
+        item: Option<(&[u8], Option<i64>)>,
+        f: impl FnOnce() -> R,
+    ) -> R {
         struct Restore<'a>(&'a mut TestHost);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
@@ -95,8 +104,11 @@ impl TestHost {
         });
         HOST.with(|cell| {
             let mut installed = cell.borrow_mut();
-            // Unreachable through `Harness` (it holds `&mut self` for the call).
-            assert!(installed.is_none(), "a Weir test host is already in a plugin call");
+            // Only a plugin driving another harness from inside its own call gets here.
+            assert!(
+                installed.is_none(),
+                "a Weir test host is already in a plugin call"
+            );
             *installed = Some(host);
         });
         let _restore = Restore(self);
@@ -139,7 +151,10 @@ impl TestHost {
 
     pub(crate) fn pending_timers(&self, key: &[u8]) -> Vec<(i64, TimeDomain)> {
         let event = self.event_timers.iter().map(|t| (t, TimeDomain::EventTime));
-        let processing = self.processing_timers.iter().map(|t| (t, TimeDomain::ProcessingTime));
+        let processing = self
+            .processing_timers
+            .iter()
+            .map(|t| (t, TimeDomain::ProcessingTime));
         let mut pending: Vec<_> = event
             .chain(processing)
             .filter(|((_, k), _)| k == key)
@@ -150,15 +165,19 @@ impl TestHost {
     }
 
     pub(crate) fn value(&self, key: &[u8], name: &str) -> Option<&[u8]> {
-        self.values.get(&(name.to_owned(), key.to_vec())).map(Vec::as_slice)
+        self.values
+            .get(&(name.to_owned(), key.to_vec()))
+            .map(Vec::as_slice)
     }
 
-    pub(crate) fn map(&self, key: &[u8], name: &str) -> Option<&BTreeMap<Vec<u8>, Vec<u8>>> {
+    pub(crate) fn map(&self, key: &[u8], name: &str) -> Option<&ByteMap> {
         self.maps.get(&(name.to_owned(), key.to_vec()))
     }
 
     pub(crate) fn list(&self, key: &[u8], name: &str) -> Option<&[Vec<u8>]> {
-        self.lists.get(&(name.to_owned(), key.to_vec())).map(Vec::as_slice)
+        self.lists
+            .get(&(name.to_owned(), key.to_vec()))
+            .map(Vec::as_slice)
     }
 
     pub(crate) fn outputs(&self, name: &str) -> &[Output] {
@@ -201,17 +220,20 @@ impl TestHost {
     }
 
     /// The storage slot of state `name` for the current key.
-    fn slot(&self, name: &str, call: &str) -> (String, Vec<u8>) {
+    fn slot(&self, name: &str, call: &str) -> Slot {
         (name.to_owned(), self.scope(call).key.clone())
     }
 
     fn record(&mut self, output: &str, key: Option<&[u8]>, value: &[u8]) {
         let timestamp = self.scope("emit").timestamp;
-        self.outputs.entry(output.to_owned()).or_default().push(Output {
-            key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
-            timestamp,
-        });
+        self.outputs
+            .entry(output.to_owned())
+            .or_default()
+            .push(Output {
+                key: key.map(<[u8]>::to_vec),
+                value: value.to_vec(),
+                timestamp,
+            });
     }
 }
 
@@ -231,9 +253,10 @@ pub(crate) fn emit(key: Option<&[u8]>, value: &[u8]) {
 }
 
 pub(crate) fn emit_to(output: &str, key: Option<&[u8]>, value: &[u8]) {
+    // As on the host: `main` names the main output, the others are refused.
     assert!(
-        !RESERVED_OUTPUTS.contains(&output),
-        "emit-to \"{output}\": the outputs {RESERVED_OUTPUTS:?} are the host's"
+        !output.is_empty() && !HOST_OUTPUTS.contains(&output),
+        "emit-to {output:?}: {HOST_OUTPUTS:?} are the host's and names must not be empty (the host traps)"
     );
     with_host(|host| host.record(output, key, value));
 }
@@ -279,11 +302,17 @@ pub(crate) struct RawValueState {
 impl RawValueState {
     pub(crate) fn new(name: &str) -> Self {
         with_host(|host| host.declare(name, StateKind::Value));
-        RawValueState { name: name.to_owned() }
+        RawValueState {
+            name: name.to_owned(),
+        }
     }
 
     pub(crate) fn get(&self) -> Option<Vec<u8>> {
-        with_host(|host| host.values.get(&host.slot(&self.name, "value-state.get")).cloned())
+        with_host(|host| {
+            host.values
+                .get(&host.slot(&self.name, "value-state.get"))
+                .cloned()
+        })
     }
 
     pub(crate) fn set(&self, value: &[u8]) {
@@ -309,14 +338,16 @@ pub(crate) struct RawMapState {
 impl RawMapState {
     pub(crate) fn new(name: &str) -> Self {
         with_host(|host| host.declare(name, StateKind::Map));
-        RawMapState { name: name.to_owned() }
+        RawMapState {
+            name: name.to_owned(),
+        }
     }
 
-    fn read<R>(&self, call: &str, f: impl FnOnce(Option<&BTreeMap<Vec<u8>, Vec<u8>>>) -> R) -> R {
+    fn read<R>(&self, call: &str, f: impl FnOnce(Option<&ByteMap>) -> R) -> R {
         with_host(|host| f(host.maps.get(&host.slot(&self.name, call))))
     }
 
-    fn write<R>(&self, call: &str, f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> R) -> R {
+    fn write<R>(&self, call: &str, f: impl FnOnce(&mut ByteMap) -> R) -> R {
         with_host(|host| {
             let slot = host.slot(&self.name, call);
             let map = host.maps.entry(slot.clone()).or_default();
@@ -334,7 +365,9 @@ impl RawMapState {
     }
 
     pub(crate) fn put(&self, map_key: &[u8], value: &[u8]) {
-        self.write("map-state.put", |map| map.insert(map_key.to_vec(), value.to_vec()));
+        self.write("map-state.put", |map| {
+            map.insert(map_key.to_vec(), value.to_vec())
+        });
     }
 
     pub(crate) fn remove(&self, map_key: &[u8]) {
@@ -342,17 +375,24 @@ impl RawMapState {
     }
 
     pub(crate) fn contains(&self, map_key: &[u8]) -> bool {
-        self.read("map-state.contains", |map| map.is_some_and(|m| m.contains_key(map_key)))
+        self.read("map-state.contains", |map| {
+            map.is_some_and(|m| m.contains_key(map_key))
+        })
     }
 
     pub(crate) fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.read("map-state.entries", |map| {
-            map.into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect()
+            map.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
         })
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.read("map-state.is-empty", |map| map.is_none_or(BTreeMap::is_empty))
+        self.read("map-state.is-empty", |map| {
+            map.is_none_or(BTreeMap::is_empty)
+        })
     }
 
     pub(crate) fn clear(&self) {
@@ -368,7 +408,9 @@ pub(crate) struct RawListState {
 impl RawListState {
     pub(crate) fn new(name: &str) -> Self {
         with_host(|host| host.declare(name, StateKind::List));
-        RawListState { name: name.to_owned() }
+        RawListState {
+            name: name.to_owned(),
+        }
     }
 
     pub(crate) fn append(&self, value: &[u8]) {

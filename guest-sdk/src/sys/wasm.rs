@@ -6,20 +6,21 @@
 use crate::{Event, Level, TimeDomain, Timer};
 
 /// Bindings of the `processor` world. Public (hidden) because `export!`
-/// expands in the plugin's crate and names the generated export glue.
+/// expands in the plugin's crate and invokes wit-bindgen's export macro,
+/// which refers to the generated types through this path.
 #[doc(hidden)]
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
         world: "weir:plugin/processor",
-        // The export macro is invoked by `weir_sdk::export!` from the
-        // plugin's crate, so it must be public; the name keeps it out of
-        // the way of the SDK's own `export!`.
         pub_export_macro: true,
-        export_macro_name: "__export_processor",
-        default_bindings_module: "weir_sdk::__private::bindings",
+        export_macro_name: "__export_weir_handler",
+        default_bindings_module: "::weir_sdk::__private::bindings",
     });
+
+    pub use self::exports::weir::plugin::handler::Guest;
+    pub use self::weir::plugin::types::{Event, Failure, Timer};
 }
 
 use bindings::weir::plugin::{log as host_log, output, timers};
@@ -80,7 +81,9 @@ pub(crate) fn install_panic_hook() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            let message = info.payload_as_str().unwrap_or("(a non-string panic payload)");
+            let message = info
+                .payload_as_str()
+                .unwrap_or("(a non-string panic payload)");
             let line = match info.location() {
                 Some(at) => format!("panicked at {}:{}: {message}", at.file(), at.line()),
                 None => format!("panicked: {message}"),

@@ -17,6 +17,7 @@ pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = manifest
         .canonicalize()
         .with_context(|| format!("resolving {}", manifest.display()))?;
+    ensure_wasm_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
         .args(["build", "--release", "--target", WASM_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
@@ -34,6 +35,28 @@ pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     find_component(&output.stdout, &manifest)
         .with_context(|| format!("cargo built {} but produced no .wasm component (is its crate-type \"cdylib\"?)", dir.display()))
+}
+
+/// Installs the wasm target through rustup when it is missing, so that the
+/// first `weir run` on a fresh machine needs no manual step. Without rustup
+/// the build itself reports what is missing.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let Ok(listed) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+        return Ok(());
+    };
+    if !listed.status.success() || String::from_utf8_lossy(&listed.stdout).lines().any(|t| t.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    eprintln!("weir: installing the {WASM_TARGET} target with rustup (plugins compile to it)");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .stdin(Stdio::null())
+        .status()
+        .context("running rustup")?;
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed; plugins cannot be built without it");
+    }
+    Ok(())
 }
 
 /// The `.wasm` artifact of the package whose manifest is `manifest`, from

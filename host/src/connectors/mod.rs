@@ -15,7 +15,7 @@ pub use file_source::FileSource;
 pub use generator::{GeneratorSource, generator_record};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
-use crate::spec::{SinkKind, SourceSpec};
+use crate::spec::{SinkSpec, SourceSpec};
 
 /// A record as a source reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +84,10 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn Source>, ConnectorError>
     })
 }
 
-pub fn open_sink(kind: &SinkKind) -> Result<Box<dyn Sink>, ConnectorError> {
-    Ok(match kind {
-        SinkKind::Stdout => Box::new(StdoutSink),
-        SinkKind::File { path } => Box::new(FileSink::create(path)?),
-        SinkKind::Null => Box::new(NullSink),
+pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, ConnectorError> {
+    Ok(match spec {
+        SinkSpec::Stdout { .. } => Box::new(StdoutSink),
+        SinkSpec::File { path, .. } => Box::new(FileSink::create(path)?),
+        SinkSpec::Null { .. } => Box::new(NullSink),
     })
 }

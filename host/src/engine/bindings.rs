@@ -13,4 +13,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use weir::plugin::types::TimeDomain;
+pub use self::weir::plugin::types::{Event, Failure, TimeDomain, Timer};

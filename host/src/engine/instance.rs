@@ -87,21 +87,21 @@ impl<H: PluginHost> PluginInstance<H> {
     /// Calls the plugin's `open`. `Ok(Err(reason))` is the plugin refusing.
     pub fn open(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
         self.before_call()?;
-        let result = self.bindings.call_open(&mut self.store, config);
+        let result = self.bindings.weir_plugin_handler().call_open(&mut self.store, config);
         self.after_call(result)
     }
 
     /// Calls `process` on a batch; returns the items the plugin rejected.
     pub fn process(&mut self, events: &[Event]) -> Result<Vec<Failure>, CallError> {
         self.before_call()?;
-        let result = self.bindings.call_process(&mut self.store, events);
+        let result = self.bindings.weir_plugin_handler().call_process(&mut self.store, events);
         self.after_call(result)
     }
 
     /// Calls `on-timer` on a batch of fired timers.
     pub fn on_timer(&mut self, timers: &[Timer]) -> Result<Vec<Failure>, CallError> {
         self.before_call()?;
-        let result = self.bindings.call_on_timer(&mut self.store, timers);
+        let result = self.bindings.weir_plugin_handler().call_on_timer(&mut self.store, timers);
         self.after_call(result)
     }
 

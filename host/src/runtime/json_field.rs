@@ -362,7 +362,7 @@ impl Scanner<'_> {
             if matched {
                 return Ok(true);
             }
-            self.skip_value()?;
+            self.skip_member_value()?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -393,7 +393,7 @@ impl Scanner<'_> {
             if i == index {
                 return Ok(true);
             }
-            self.skip_value()?;
+            self.skip_member_value()?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -422,18 +422,22 @@ impl Scanner<'_> {
         // Fast path: no escape before the closing quote, so the raw bytes are the name.
         let body_start = start + 1;
         let mut i = body_start;
+        let mut high_bits = 0u8;
         while let Some(&b) = self.buf.get(i) {
             match b {
                 b'"' => {
                     let body = &self.buf[body_start..i];
-                    if body.is_ascii() || std::str::from_utf8(body).is_ok() {
+                    if high_bits < 0x80 || std::str::from_utf8(body).is_ok() {
                         self.pos = i + 1;
                         return Ok(body == name);
                     }
                     break; // let skip_string report the bad UTF-8
                 }
                 b'\\' | 0..=0x1f => break,
-                _ => i += 1,
+                _ => {
+                    high_bits |= b;
+                    i += 1;
+                }
             }
         }
         self.skip_string()?;
@@ -621,6 +625,17 @@ impl Scanner<'_> {
                 stack >>= 1;
                 depth -= 1;
             }
+        }
+    }
+
+    /// Skips a value beside the path: scalars directly (the common case in
+    /// flat events), containers through `skip_value`.
+    #[inline]
+    fn skip_member_value(&mut self) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            Some(b'"') => self.skip_string(),
+            _ => self.skip_value(),
         }
     }
 
@@ -1193,43 +1208,44 @@ mod tests {
         }
     }
 
+    /// Runs `f` `n` times in 20 chunks; returns the fastest chunk in ns per
+    /// call (on a shared machine, the one least disturbed by other work).
+    fn best_ns(n: u32, mut f: impl FnMut()) -> f64 {
+        use std::time::Instant;
+        (0..20)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..n / 20 {
+                    f();
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(n / 20)
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
     #[test]
     #[ignore = "micro-benchmark: cargo test --release -- --ignored --nocapture"]
     fn benchmark_lookup_of_event_fields() {
         use std::hint::black_box;
-        use std::time::Instant;
         const N: u32 = 10_000_000;
-        for (pointer, expected) in [("/ts", 1_700_000_000_000), ("/user_id", 91_033)] {
-            let pointer = ptr(pointer);
-            let start = Instant::now();
-            let mut sum = 0i64;
-            for _ in 0..N {
-                let raw = black_box(&pointer)
-                    .lookup(black_box(EVENT.as_bytes()))
-                    .unwrap();
-                sum = sum.wrapping_add(parse_i64(raw.unwrap()).unwrap());
-            }
-            let elapsed = start.elapsed();
-            assert_eq!(sum, expected * i64::from(N));
-            println!(
-                "lookup+parse_i64 {pointer}: {:.1} ns/lookup",
-                elapsed.as_nanos() as f64 / f64::from(N)
-            );
+        for field in ["/ts", "/user_id"] {
+            let pointer = ptr(field);
+            let ns = best_ns(N, || {
+                let raw = black_box(&pointer).lookup(black_box(EVENT.as_bytes()));
+                black_box(parse_i64(raw.unwrap().unwrap()));
+            });
+            println!("lookup + parse_i64 {field}: {ns:.1} ns");
         }
-        let value = ptr("/user_id");
-        let start = Instant::now();
-        let mut total = 0usize;
-        for _ in 0..N {
-            let raw = black_box(&value)
-                .lookup(black_box(EVENT.as_bytes()))
-                .unwrap()
-                .unwrap();
-            total += key_bytes(raw).len();
-        }
-        black_box(total);
-        println!(
-            "lookup+key_bytes /user_id: {:.1} ns/lookup",
-            start.elapsed().as_nanos() as f64 / f64::from(N)
-        );
+        let pointer = ptr("/user_id");
+        let ns = best_ns(N, || {
+            let raw = black_box(&pointer).lookup(black_box(EVENT.as_bytes()));
+            black_box(key_bytes(raw.unwrap().unwrap()));
+        });
+        println!("lookup + key_bytes /user_id: {ns:.1} ns");
+        let ns = best_ns(N / 10, || {
+            let value: Value = serde_json::from_slice(black_box(EVENT.as_bytes())).unwrap();
+            black_box(value.pointer("/ts").and_then(Value::as_i64));
+        });
+        println!("for scale, serde_json::Value parse + pointer /ts: {ns:.1} ns");
     }
 }

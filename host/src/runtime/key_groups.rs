@@ -37,19 +37,12 @@ mod tests {
     #[test]
     fn key_groups_are_stable_across_releases() {
         // Persisted in checkpoints: these values must never change.
-        assert_eq!(key_group(b"91033"), key_group(b"91033"));
         let groups: Vec<u16> = [&b""[..], b"a", b"91033", b"user-1"]
             .iter()
             .map(|k| key_group(k))
             .collect();
-        assert_eq!(groups, vec![GOLDEN[0], GOLDEN[1], GOLDEN[2], GOLDEN[3]]);
+        assert_eq!(groups, vec![38, 91, 80, 69]);
     }
-
-    const GOLDEN: [u16; 4] = [KG_EMPTY, KG_A, KG_91033, KG_USER1];
-    const KG_EMPTY: u16 = 0;
-    const KG_A: u16 = 0;
-    const KG_91033: u16 = 0;
-    const KG_USER1: u16 = 0;
 
     #[test]
     fn numeric_keys_spread_evenly_over_groups() {

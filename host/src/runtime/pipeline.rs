@@ -69,7 +69,7 @@ impl Pipeline {
         let mut senders: FxHashMap<String, Vec<_>> = FxHashMap::default();
         let mut opened = Vec::new();
         for sink_spec in &spec.sinks {
-            opened.push((sink_spec.output.clone(), connectors::open_sink(&sink_spec.kind)?));
+            opened.push((sink_spec.output().to_owned(), connectors::open_sink(sink_spec)?));
         }
         let mut sinks = Vec::new();
         for (output, mut sink) in opened {
@@ -218,14 +218,14 @@ impl Pipeline {
         }
         source_result?;
 
-        let routed: Vec<String> = spec.sinks.iter().map(|s| s.output.clone()).collect();
+        let routed: Vec<&str> = spec.sinks.iter().map(|s| s.output()).collect();
         Ok(RunSummary {
             events_in: metrics.events_in.load(Ordering::Relaxed),
             outputs: metrics
                 .outputs()
                 .into_iter()
                 .map(|(name, n)| {
-                    let has_sink = routed.contains(&name);
+                    let has_sink = routed.contains(&name.as_str());
                     (name, n, has_sink)
                 })
                 .collect(),

@@ -139,24 +139,25 @@ pub enum OnError {
     Fail,
 }
 
+/// Where one output goes. `output` is `main`, `late`, `dead-letter`, or a
+/// side output the plugin emits to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSpec {
-    /// `main`, `late`, `dead-letter`, or a side output the plugin emits to.
-    pub output: String,
-    #[serde(flatten)]
-    pub kind: SinkKind,
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// One JSON line per record on standard output (at-least-once).
+    Stdout { output: String },
+    /// JSON lines written to a file.
+    File { output: String, path: PathBuf },
+    /// Counts records and drops them.
+    Null { output: String },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum SinkKind {
-    /// One line per record on standard output (at-least-once).
-    Stdout,
-    /// JSON lines appended to a file.
-    File { path: PathBuf },
-    /// Counts records and drops them.
-    Null,
+impl SinkSpec {
+    pub fn output(&self) -> &str {
+        match self {
+            SinkSpec::Stdout { output } | SinkSpec::File { output, .. } | SinkSpec::Null { output } => output,
+        }
+    }
 }
 
 /// Where a pipeline's event time comes from, once validated.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{KeySource, PipelineSpec, SinkKind, SourceSpec, TimestampSource};
+use super::{KeySource, PipelineSpec, SinkSpec, SourceSpec, TimestampSource};
 use crate::runtime::json_field::JsonPointer;
 
 /// The most subtasks a pipeline can have: one per key group.
@@ -154,10 +154,10 @@ impl PipelineSpec {
         }
         let mut file_paths = HashSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {
-            if sink.output.is_empty() {
+            if sink.output().is_empty() {
                 return Err(field(&format!("sink[{i}].output"), "must not be empty"));
             }
-            if let SinkKind::File { path } = &sink.kind {
+            if let SinkSpec::File { path, .. } = sink {
                 if path.as_os_str().is_empty() {
                     return Err(field(&format!("sink[{i}].path"), "must not be empty"));
                 }

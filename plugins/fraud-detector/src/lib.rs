@@ -42,7 +42,10 @@ impl Default for Config {
 #[derive(Debug, Deserialize)]
 struct Transaction {
     user_id: u64,
-    #[expect(dead_code, reason = "required so malformed records are rejected; the rule ignores amounts")]
+    #[expect(
+        dead_code,
+        reason = "required so malformed records are rejected; the rule ignores amounts"
+    )]
     amount_cents: u64,
     ts: i64,
 }
@@ -107,11 +110,14 @@ impl Processor for FraudDetector {
         let ts = ctx.timestamp().unwrap_or(transaction.ts);
         let window = match self.window.get()? {
             Some(open) if ts < self.window_end(&open) => Window {
-                count: open.count + 1,
+                count: open.count.saturating_add(1),
                 ..open
             },
             _ => {
-                let window = Window { start: ts, count: 1 };
+                let window = Window {
+                    start: ts,
+                    count: 1,
+                };
                 ctx.register_event_time_timer(self.window_end(&window));
                 window
             }
@@ -164,15 +170,26 @@ mod tests {
 
     fn alerts(harness: &Harness<FraudDetector>) -> Vec<String> {
         let alerts = harness.outputs(ALERTS).iter();
-        alerts.map(|a| String::from_utf8(a.value.clone()).unwrap()).collect()
+        alerts
+            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_window_opens_on_the_first_event() {
         let mut h = open();
         h.process(transaction(7, T0)).unwrap();
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: T0, count: 1 }));
-        assert_eq!(h.pending_timers("7"), [(T0 + 60_000, TimeDomain::EventTime)]);
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: T0,
+                count: 1
+            })
+        );
+        assert_eq!(
+            h.pending_timers("7"),
+            [(T0 + 60_000, TimeDomain::EventTime)]
+        );
         assert!(alerts(&h).is_empty());
     }
 
@@ -185,11 +202,17 @@ mod tests {
         assert!(alerts(&h).is_empty());
         h.process(transaction(7, T0 + 4)).unwrap();
         let expected = format!(r#"{{"user_id":7,"window_start":{T0},"ts":{}}}"#, T0 + 4);
-        assert_eq!(alerts(&h), [expected.clone()]);
+        assert_eq!(alerts(&h), [expected.as_str()]);
         assert_eq!(h.outputs(ALERTS)[0].timestamp, Some(T0 + 4));
         h.process(transaction(7, T0 + 5)).unwrap();
-        assert_eq!(alerts(&h), [expected]);
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: T0, count: 6 }));
+        assert_eq!(alerts(&h), [expected.as_str()]);
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: T0,
+                count: 6
+            })
+        );
     }
 
     #[test]
@@ -201,7 +224,10 @@ mod tests {
         }
         assert!(alerts(&h).is_empty());
         h.process(transaction(2, T0 + 10)).unwrap();
-        assert_eq!(h.outputs(ALERTS)[0].json::<serde_json::Value>().unwrap()["user_id"], 2);
+        assert_eq!(
+            h.outputs(ALERTS)[0].json::<serde_json::Value>().unwrap()["user_id"],
+            2
+        );
     }
 
     #[test]
@@ -222,12 +248,24 @@ mod tests {
             h.process(transaction(7, T0 + i)).unwrap();
         }
         h.process(transaction(7, T0 + 60_000)).unwrap();
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: T0 + 60_000, count: 1 }));
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: T0 + 60_000,
+                count: 1
+            })
+        );
         assert_eq!(
             h.pending_timers("7"),
-            [(T0 + 60_000, TimeDomain::EventTime), (T0 + 120_000, TimeDomain::EventTime)]
+            [
+                (T0 + 60_000, TimeDomain::EventTime),
+                (T0 + 120_000, TimeDomain::EventTime)
+            ]
         );
-        assert!(alerts(&h).is_empty(), "the fifth event fell into a new window");
+        assert!(
+            alerts(&h).is_empty(),
+            "the fifth event fell into a new window"
+        );
     }
 
     #[test]
@@ -237,20 +275,33 @@ mod tests {
         h.process(transaction(7, T0 + 60_000)).unwrap();
         h.process(transaction(7, T0 + 60_001)).unwrap();
         h.advance_watermark(T0 + 60_000).unwrap();
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: T0 + 60_000, count: 2 }));
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: T0 + 60_000,
+                count: 2
+            })
+        );
         h.advance_watermark(T0 + 120_000).unwrap();
         assert_eq!(h.state::<Window>("7", WINDOW_STATE), None);
     }
 
     #[test]
     fn threshold_and_window_come_from_config() {
-        let mut h = Harness::<FraudDetector>::open_json(r#"{"threshold": 2, "window_ms": 10}"#).unwrap();
+        let mut h =
+            Harness::<FraudDetector>::open_json(r#"{"threshold": 2, "window_ms": 10}"#).unwrap();
         h.process(transaction(7, T0)).unwrap();
         h.process(transaction(7, T0 + 9)).unwrap();
         assert_eq!(alerts(&h).len(), 1);
         assert_eq!(h.pending_timers("7"), [(T0 + 10, TimeDomain::EventTime)]);
         h.process(transaction(7, T0 + 10)).unwrap();
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: T0 + 10, count: 1 }));
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: T0 + 10,
+                count: 1
+            })
+        );
         h.process(transaction(7, T0 + 11)).unwrap();
         assert_eq!(alerts(&h).len(), 2);
     }
@@ -260,18 +311,36 @@ mod tests {
         let h = Harness::<FraudDetector>::open_json(r#"{"threshold": 3}"#);
         assert!(h.is_ok());
         let config: Config = serde_json::from_str(r#"{"threshold": 3}"#).unwrap();
-        assert_eq!(config, Config { threshold: 3, window_ms: 60_000 });
-        assert_eq!(serde_json::from_str::<Config>("{}").unwrap(), Config::default());
+        assert_eq!(
+            config,
+            Config {
+                threshold: 3,
+                window_ms: 60_000
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Config>("{}").unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
     fn an_impossible_config_is_rejected() {
-        let error = Harness::<FraudDetector>::open_json(r#"{"threshold": 0}"#).err().unwrap();
+        let error = Harness::<FraudDetector>::open_json(r#"{"threshold": 0}"#)
+            .err()
+            .unwrap();
         assert_eq!(error.message(), "threshold must be at least 1");
-        let error = Harness::<FraudDetector>::open_json(r#"{"window_ms": -1}"#).err().unwrap();
+        let error = Harness::<FraudDetector>::open_json(r#"{"window_ms": -1}"#)
+            .err()
+            .unwrap();
         assert_eq!(error.message(), "window_ms must be positive, got -1");
-        let error = Harness::<FraudDetector>::open_json(r#"{"treshold": 3}"#).err().unwrap();
-        assert!(error.message().contains("unknown field `treshold`"), "{error}");
+        let error = Harness::<FraudDetector>::open_json(r#"{"treshold": 3}"#)
+            .err()
+            .unwrap();
+        assert!(
+            error.message().contains("unknown field `treshold`"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -279,7 +348,13 @@ mod tests {
         let mut h = open();
         let value = json!({"user_id": 7, "amount_cents": 1, "ts": 1234});
         h.process(Event::new_json("7", &value)).unwrap();
-        assert_eq!(h.state("7", WINDOW_STATE), Some(Window { start: 1234, count: 1 }));
+        assert_eq!(
+            h.state("7", WINDOW_STATE),
+            Some(Window {
+                start: 1234,
+                count: 1
+            })
+        );
     }
 
     #[test]
@@ -287,7 +362,10 @@ mod tests {
         let mut h = open();
         let value = json!({"user_id": 7, "ts": 1234});
         let error = h.process(Event::new_json("7", &value)).unwrap_err();
-        assert!(error.message().contains("missing field `amount_cents`"), "{error}");
+        assert!(
+            error.message().contains("missing field `amount_cents`"),
+            "{error}"
+        );
         assert_eq!(h.state::<Window>("7", WINDOW_STATE), None);
     }
 
@@ -335,19 +413,31 @@ mod tests {
         for (user, amount, ts) in (0..n).map(generate) {
             h.advance_watermark(ts - 1).unwrap();
             let value = json!({"user_id": user, "amount_cents": amount, "ts": ts});
-            h.process(Event::new_json(user.to_string(), &value).with_timestamp(ts)).unwrap();
+            h.process(Event::new_json(user.to_string(), &value).with_timestamp(ts))
+                .unwrap();
             users.push(user);
         }
         h.advance_watermark(i64::MAX).unwrap();
         for user in users {
             let key = user.to_string();
-            assert!(h.pending_timers(&key).is_empty(), "user {user} has timers left");
-            assert_eq!(h.state::<Window>(&key, WINDOW_STATE), None, "user {user} has a window left");
+            assert!(
+                h.pending_timers(&key).is_empty(),
+                "user {user} has timers left"
+            );
+            assert_eq!(
+                h.state::<Window>(&key, WINDOW_STATE),
+                None,
+                "user {user} has a window left"
+            );
         }
         let alerts = h.take_outputs(ALERTS).into_iter().map(|alert| {
             let alert: serde_json::Value = alert.json().unwrap();
             let field = |name: &str| alert[name].as_i64().unwrap();
-            (alert["user_id"].as_u64().unwrap(), field("window_start"), field("ts"))
+            (
+                alert["user_id"].as_u64().unwrap(),
+                field("window_start"),
+                field("ts"),
+            )
         });
         alerts.collect()
     }
@@ -360,8 +450,15 @@ mod tests {
             by_user.entry(user).or_default().push(ts);
         }
         for &(user, start, ts) in alerts {
-            assert!(ts - start < config.window_ms, "alert {user} spans {} ms", ts - start);
-            let events = by_user[&user].iter().filter(|&&t| (start..=ts).contains(&t)).count();
+            assert!(
+                ts - start < config.window_ms,
+                "alert {user} spans {} ms",
+                ts - start
+            );
+            let events = by_user[&user]
+                .iter()
+                .filter(|&&t| (start..=ts).contains(&t))
+                .count();
             assert_eq!(events, config.threshold as usize, "alert {user} at {ts}");
         }
     }
@@ -374,15 +471,31 @@ mod tests {
         // windows expire and reopen, and give many alerts to get wrong.
         let cases = [
             (Config::default(), 0),
-            (Config { threshold: 2, window_ms: 4_000 }, 667),
-            (Config { threshold: 3, window_ms: 20_000 }, 115),
+            (
+                Config {
+                    threshold: 2,
+                    window_ms: 4_000,
+                },
+                667,
+            ),
+            (
+                Config {
+                    threshold: 3,
+                    window_ms: 20_000,
+                },
+                115,
+            ),
         ];
         for (config, count) in cases {
             let alerts = run(N, config.clone());
             assert_eq!(alerts, expected_alerts(N, &config), "{config:?}");
             assert_eq!(alerts.len(), count, "{config:?}");
             check_alerts_are_justified(N, &config, &alerts);
-            assert_eq!(run(N, config.clone()), alerts, "a second run differs: {config:?}");
+            assert_eq!(
+                run(N, config.clone()),
+                alerts,
+                "a second run differs: {config:?}"
+            );
         }
     }
 }
