@@ -37,8 +37,18 @@ impl Row {
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may contain spaces) start at ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -46,7 +56,11 @@ fn cpu_seconds() -> f64 {
 fn spec(workload: &str, events: u64, parallelism: u32) -> PipelineSpec {
     let (wasm, event_time, sink_output) = match workload {
         "W1" => (weir_test_artifacts::AMOUNT_FILTER, "", "main"),
-        _ => (weir_test_artifacts::FRAUD_DETECTOR, "[event_time]\nfield = \"/ts\"\n", "alerts"),
+        _ => (
+            weir_test_artifacts::FRAUD_DETECTOR,
+            "[event_time]\nfield = \"/ts\"\n",
+            "alerts",
+        ),
     };
     PipelineSpec::from_toml(&format!(
         r#"
@@ -95,7 +109,8 @@ fn run_native_w2(events: u64) -> Row {
     let started = Instant::now();
     let cpu = cpu_seconds();
     let mut windows: HashMap<u64, (i64, u32)> = HashMap::new();
-    let mut timers: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64)>> = Default::default();
+    let mut timers: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64)>> =
+        Default::default();
     let mut alerts = 0u64;
     let mut ints = itoa::Buffer::new();
     let mut value = Vec::with_capacity(64);
@@ -160,7 +175,8 @@ fn first_event_ms(dir: &Path) -> f64 {
             .status()
             .unwrap();
         assert!(status.success());
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
         best = best.min(json["first_event_ms"].as_f64().unwrap());
     }
     best
@@ -170,20 +186,34 @@ fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|m| m.trim().trim_end_matches(" kB").parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|m| m.trim().trim_end_matches(" kB").parse().ok())
+        })
         .unwrap_or(0);
-    format!("{model}, {cores} cores, {:.0} GiB", mem_kb as f64 / (1 << 20) as f64)
+    format!(
+        "{model}, {cores} cores, {:.0} GiB",
+        mem_kb as f64 / (1 << 20) as f64
+    )
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let events: u64 = std::env::var("WEIR_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000_000);
+    let events: u64 = std::env::var("WEIR_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000_000);
     let scratch = tempfile::tempdir().unwrap();
     let engine = Engine::new(Some(scratch.path().join("cache"))).unwrap();
 
@@ -192,7 +222,12 @@ fn main() {
     let mut rows = Vec::new();
     for (workload, parallelism) in [("W1", 1), ("W1", 2), ("W2", 1), ("W2", 2)] {
         let row = run_weir(&engine, workload, events, parallelism);
-        eprintln!("{}: {:.2} M events/s, {} outputs", row.name, row.rate() / 1e6, row.outputs);
+        eprintln!(
+            "{}: {:.2} M events/s, {} outputs",
+            row.name,
+            row.rate() / 1e6,
+            row.outputs
+        );
         rows.push(row);
     }
     let first_event = first_event_ms(scratch.path());
@@ -200,9 +235,15 @@ fn main() {
 
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
-    let _ = writeln!(md, "Produced by `cargo bench -p weir --bench pipeline` (N = {events} generator events, memory state, null sinks).\n");
+    let _ = writeln!(
+        md,
+        "Produced by `cargo bench -p weir --bench pipeline` (N = {events} generator events, memory state, null sinks).\n"
+    );
     let _ = writeln!(md, "Machine: {}.\n", machine());
-    let _ = writeln!(md, "| run | events/s | CPU ns/event | outputs | vs native W2 |");
+    let _ = writeln!(
+        md,
+        "| run | events/s | CPU ns/event | outputs | vs native W2 |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for row in rows.iter().chain(std::iter::once(&native)) {
         let _ = writeln!(
@@ -215,8 +256,14 @@ fn main() {
             native.rate() / row.rate()
         );
     }
-    let _ = writeln!(md, "\nTime from `weir run` start to the first event reaching the plugin (component cached, best of 5): {first_event:.1} ms.\n");
-    let _ = writeln!(md, "Goals (issue: Weir core): W2 ≥ 3 M events/s and W1 ≥ 5 M events/s at parallelism 1; within 5× of native; first event within 50 ms. Apache Flink 2.2 on the same machine: W2 heap ≈ 1.0 M events/s, W1 ≈ 2.3 M events/s (parallelism 1).");
+    let _ = writeln!(
+        md,
+        "\nTime from `weir run` start to the first event reaching the plugin (component cached, best of 5): {first_event:.1} ms.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Goals (issue: Weir core): W2 ≥ 3 M events/s and W1 ≥ 5 M events/s at parallelism 1; within 5× of native; first event within 50 ms. Apache Flink 2.2 on the same machine: W2 heap ≈ 1.0 M events/s, W1 ≈ 2.3 M events/s (parallelism 1)."
+    );
     print!("{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
     std::fs::write(&out, md).unwrap();

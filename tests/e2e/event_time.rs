@@ -18,9 +18,16 @@ fn input() -> String {
             7 => ",\"timer\":40000",
             _ => "",
         };
-        lines.push(format!("{{\"k\":\"k{}\",\"id\":\"e{i}\",\"ts\":{}{timer}}}", i % 3, 10_000 + 10 * i));
+        lines.push(format!(
+            "{{\"k\":\"k{}\",\"id\":\"e{i}\",\"ts\":{}{timer}}}",
+            i % 3,
+            10_000 + 10 * i
+        ));
         if i == 1500 {
-            lines.push(format!("{{\"k\":\"k0\",\"id\":\"ooo\",\"ts\":{}}}", 10_000 + 10 * i - 50));
+            lines.push(format!(
+                "{{\"k\":\"k0\",\"id\":\"ooo\",\"ts\":{}}}",
+                10_000 + 10 * i - 50
+            ));
         }
         if i == 1600 {
             lines.push("{\"k\":\"k1\",\"id\":\"late\",\"ts\":10000}".into());
@@ -69,8 +76,13 @@ pub fn timer_echo() {
     let timer = |ts: i64| position(&main, |v| v["timer"] == ts);
 
     // Every on-time event reached the plugin, the out-of-order one included.
-    assert_eq!(main.iter().filter(|v| v.get("event").is_some()).count(), EVENTS as usize + 1);
-    main.iter().find(|v| v["event"] == "ooo").expect("within the bound is on time");
+    assert_eq!(
+        main.iter().filter(|v| v.get("event").is_some()).count(),
+        EVENTS as usize + 1
+    );
+    main.iter()
+        .find(|v| v["event"] == "ooo")
+        .expect("within the bound is on time");
 
     // The event far behind went to `late`, untouched.
     let late = run.lines("late.jsonl");

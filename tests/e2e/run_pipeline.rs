@@ -35,7 +35,10 @@ fn check_w2_at_one_million(parallelism: u32) {
     let alerts = run.lines("alerts.jsonl");
     assert_eq!(alerts.len(), 2_056);
     let users: u64 = alerts.iter().map(|a| a["user_id"].as_u64().unwrap()).sum();
-    let ts: i64 = alerts.iter().map(|a| a["ts"].as_i64().unwrap() - BASE_TS).sum();
+    let ts: i64 = alerts
+        .iter()
+        .map(|a| a["ts"].as_i64().unwrap() - BASE_TS)
+        .sum();
     assert_eq!(users, 103_597_187);
     assert_eq!(ts, 1_073_632_637);
     let summary = run.summary();
@@ -44,7 +47,10 @@ fn check_w2_at_one_million(parallelism: u32) {
     // Every window's timer fired at the end of input and cleared its state.
     assert_eq!(summary["keys_in_state"], 0);
     assert_eq!(summary["pending_event_timers"], 0);
-    assert!(summary["errors"].as_object().unwrap().is_empty(), "{summary}");
+    assert!(
+        summary["errors"].as_object().unwrap().is_empty(),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -85,7 +91,14 @@ path = "out.jsonl"
     // The first generated event (user 91033, 50767 cents) passes the filter.
     assert!(lines.iter().any(|l| l == "91033:50767"));
     assert!(lines.iter().all(|l| {
-        let amount: u64 = l.as_str().unwrap().split(':').nth(1).unwrap().parse().unwrap();
+        let amount: u64 = l
+            .as_str()
+            .unwrap()
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         amount > 50_000
     }));
 }
@@ -109,10 +122,16 @@ path = "out.jsonl"
 "#,
         wasm = toml_path(PASSTHROUGH)
     );
-    let input: String = (0..3000).map(|i| format!("{{\"k\":\"key{}\",\"n\":{i}}}\n", i % 7)).collect();
+    let input: String = (0..3000)
+        .map(|i| format!("{{\"k\":\"key{}\",\"n\":{i}}}\n", i % 7))
+        .collect();
     let run = weir_run(&spec, &[("in.jsonl", &input)]);
     assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
-    let mut out: Vec<u64> = run.lines("out.jsonl").iter().map(|v| v["n"].as_u64().unwrap()).collect();
+    let mut out: Vec<u64> = run
+        .lines("out.jsonl")
+        .iter()
+        .map(|v| v["n"].as_u64().unwrap())
+        .collect();
     out.sort_unstable();
     assert_eq!(out, (0..3000).collect::<Vec<u64>>());
 }

@@ -32,16 +32,38 @@ path = "dead.jsonl"
 }
 
 fn events(actions: &[&str]) -> String {
-    actions.iter().map(|a| format!("{{\"action\":\"{a}\"}}\n")).collect()
+    actions
+        .iter()
+        .map(|a| format!("{{\"action\":\"{a}\"}}\n"))
+        .collect()
 }
 
 #[test]
 pub fn sandbox_probe() {
-    let input = events(&["ok", "loop", "ok", "alloc", "ok", "panic", "ok", "open-file", "reject", "ok"]);
+    let input = events(&[
+        "ok",
+        "loop",
+        "ok",
+        "alloc",
+        "ok",
+        "panic",
+        "ok",
+        "open-file",
+        "reject",
+        "ok",
+    ]);
     let run = weir_run(&spec("dead-letter"), &[("in.jsonl", &input)]);
-    assert!(run.succeeded(), "the pipeline must survive its plugin:\n{}", run.stderr());
+    assert!(
+        run.succeeded(),
+        "the pipeline must survive its plugin:\n{}",
+        run.stderr()
+    );
 
-    let main: Vec<String> = run.lines("main.jsonl").iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let main: Vec<String> = run
+        .lines("main.jsonl")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(main.iter().filter(|l| *l == "ok").count(), 5, "{main:?}");
     // No preopened directory: the plugin cannot open a file.
     assert!(main.iter().any(|l| l.starts_with("denied:")), "{main:?}");
@@ -53,7 +75,10 @@ pub fn sandbox_probe() {
             .iter()
             .find(|d| d["value"].as_str().unwrap().contains(action))
             .unwrap_or_else(|| panic!("no dead-letter record for {action}: {dead:?}"));
-        (record["error"].as_str().unwrap().to_owned(), record["reason"].as_str().unwrap().to_owned())
+        (
+            record["error"].as_str().unwrap().to_owned(),
+            record["reason"].as_str().unwrap().to_owned(),
+        )
     };
     assert_eq!(dead.len(), 4, "{dead:?}");
     let (kind, reason) = reason_of("loop");
@@ -64,7 +89,10 @@ pub fn sandbox_probe() {
     assert!(reason.contains("memory limit exceeded"), "{reason}");
     let (kind, reason) = reason_of("panic");
     assert_eq!(kind, "trap");
-    assert!(reason.contains("boom"), "the panic message reaches the dead letter: {reason}");
+    assert!(
+        reason.contains("boom"),
+        "the panic message reaches the dead letter: {reason}"
+    );
     let (kind, reason) = reason_of("reject");
     assert_eq!(kind, "rejected");
     assert!(reason.contains("rejected on purpose"), "{reason}");
@@ -77,7 +105,10 @@ pub fn sandbox_probe() {
 
 #[test]
 fn with_on_error_fail_a_trap_stops_the_pipeline_with_the_reason() {
-    let run = weir_run(&spec("fail"), &[("in.jsonl", &events(&["ok", "panic", "ok"]))]);
+    let run = weir_run(
+        &spec("fail"),
+        &[("in.jsonl", &events(&["ok", "panic", "ok"]))],
+    );
     assert!(!run.succeeded());
     let stderr = run.stderr();
     assert!(stderr.contains("on_error = \"fail\""), "{stderr}");

@@ -29,9 +29,15 @@ fn assert_rejected(spec: &str, files: &[(&str, &str)], expected: &[&str]) {
     assert!(!run.succeeded(), "a bad spec ran:\n{spec}");
     let stderr = run.stderr();
     for fragment in expected {
-        assert!(stderr.contains(fragment), "expected {fragment:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(fragment),
+            "expected {fragment:?} in:\n{stderr}"
+        );
     }
-    assert!(!run.path("out.jsonl").exists(), "nothing may run before the spec is checked");
+    assert!(
+        !run.path("out.jsonl").exists(),
+        "nothing may run before the spec is checked"
+    );
 }
 
 #[test]
@@ -42,7 +48,11 @@ fn the_good_spec_runs() {
 
 #[test]
 fn an_unknown_source_kind_is_rejected() {
-    assert_rejected(&good().replace("\"generator\"", "\"kafkaa\""), &[], &["source", "kafkaa", "generator"]);
+    assert_rejected(
+        &good().replace("\"generator\"", "\"kafkaa\""),
+        &[],
+        &["source", "kafkaa", "generator"],
+    );
 }
 
 #[test]
@@ -53,12 +63,20 @@ fn a_missing_plugin_is_rejected() {
 
 #[test]
 fn a_bad_json_pointer_is_rejected() {
-    assert_rejected(&good().replace("\"/user_id\"", "\"user_id\""), &[], &["key_by.field", "'/'"]);
+    assert_rejected(
+        &good().replace("\"/user_id\"", "\"user_id\""),
+        &[],
+        &["key_by.field", "'/'"],
+    );
 }
 
 #[test]
 fn zero_parallelism_is_rejected() {
-    assert_rejected(&good().replace("parallelism = 1", "parallelism = 0"), &[], &["parallelism", "between 1 and 128"]);
+    assert_rejected(
+        &good().replace("parallelism = 1", "parallelism = 0"),
+        &[],
+        &["parallelism", "between 1 and 128"],
+    );
 }
 
 #[test]
@@ -70,5 +88,9 @@ fn a_missing_component_file_is_rejected() {
 #[test]
 fn bytes_that_are_not_a_component_are_rejected() {
     let spec = good().replace(&toml_path(PASSTHROUGH), "\"junk.wasm\"");
-    assert_rejected(&spec, &[("junk.wasm", "definitely not wasm")], &["not a WebAssembly component"]);
+    assert_rejected(
+        &spec,
+        &[("junk.wasm", "definitely not wasm")],
+        &["not a WebAssembly component"],
+    );
 }

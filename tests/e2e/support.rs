@@ -44,9 +44,12 @@ impl Run {
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"))
+        })
         .collect()
 }
 
@@ -65,7 +68,13 @@ pub fn weir_run_with_env(spec: &str, files: &[(&str, &str)], env: &[(&str, &Path
     std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
     let output = Command::new(WEIR)
         .current_dir(dir.path())
-        .args(["run", "--quiet", "--summary-json", "summary.json", "pipeline.toml"])
+        .args([
+            "run",
+            "--quiet",
+            "--summary-json",
+            "summary.json",
+            "pipeline.toml",
+        ])
         .env("WEIR_CACHE_DIR", cache_dir())
         .envs(env.iter().copied())
         .output()

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Stateful stream processing with hot-swappable WebAssembly plugins")]
+#[command(
+    name = "weir",
+    version,
+    about = "Stateful stream processing with hot-swappable WebAssembly plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,9 +44,11 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Plugin(PluginCommand::Build { dir }) => plugin_build::build_crate(&dir).map(|path| {
-            println!("{}", path.display());
-        }),
+        Command::Plugin(PluginCommand::Build { dir }) => {
+            plugin_build::build_crate(&dir).map(|path| {
+                println!("{}", path.display());
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

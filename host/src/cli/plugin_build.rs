@@ -12,7 +12,10 @@ pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
 pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: `plugin.crate` must name a plugin crate's directory", dir.display());
+        bail!(
+            "{} has no Cargo.toml: `plugin.crate` must name a plugin crate's directory",
+            dir.display()
+        );
     }
     let manifest = manifest
         .canonicalize()
@@ -20,12 +23,24 @@ pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args(["build", "--release", "--target", WASM_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("running {} (is Rust installed? see https://rustup.rs)", cargo.to_string_lossy()))?;
+        .with_context(|| {
+            format!(
+                "running {} (is Rust installed? see https://rustup.rs)",
+                cargo.to_string_lossy()
+            )
+        })?;
     if !output.status.success() {
         bail!(
             "building the plugin crate {} failed (see cargo's messages above); \
@@ -33,18 +48,29 @@ pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    find_component(&output.stdout, &manifest)
-        .with_context(|| format!("cargo built {} but produced no .wasm component (is its crate-type \"cdylib\"?)", dir.display()))
+    find_component(&output.stdout, &manifest).with_context(|| {
+        format!(
+            "cargo built {} but produced no .wasm component (is its crate-type \"cdylib\"?)",
+            dir.display()
+        )
+    })
 }
 
 /// Installs the wasm target through rustup when it is missing, so that the
 /// first `weir run` on a fresh machine needs no manual step. Without rustup
 /// the build itself reports what is missing.
 fn ensure_wasm_target() -> anyhow::Result<()> {
-    let Ok(listed) = Command::new("rustup").args(["target", "list", "--installed"]).output() else {
+    let Ok(listed) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
         return Ok(());
     };
-    if !listed.status.success() || String::from_utf8_lossy(&listed.stdout).lines().any(|t| t.trim() == WASM_TARGET) {
+    if !listed.status.success()
+        || String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|t| t.trim() == WASM_TARGET)
+    {
         return Ok(());
     }
     eprintln!("weir: installing the {WASM_TARGET} target with rustup (plugins compile to it)");

@@ -34,8 +34,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(path)) => path.clone(),
         (None, None) => unreachable!("validated: the spec names a plugin"),
     };
-    let component = std::fs::read(&component_path)
-        .with_context(|| format!("plugin: cannot read the component {}", component_path.display()))?;
+    let component = std::fs::read(&component_path).with_context(|| {
+        format!(
+            "plugin: cannot read the component {}",
+            component_path.display()
+        )
+    })?;
     let engine = Engine::new(Engine::default_cache_dir()).context("starting the wasm engine")?;
     let pipeline = Pipeline::start(&engine, &spec, &component, started)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;
@@ -53,7 +57,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .run(|metrics, progress| {
             bar.set_length(progress.total.load(Ordering::Relaxed));
             bar.set_position(progress.done.load(Ordering::Relaxed));
-            bar.set_message(format!("{} events in", metrics.events_in.load(Ordering::Relaxed)));
+            bar.set_message(format!(
+                "{} events in",
+                metrics.events_in.load(Ordering::Relaxed)
+            ));
         })
         .with_context(|| format!("pipeline {:?} failed", spec.name))?;
     bar.finish_and_clear();
@@ -70,7 +77,11 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
     use std::fmt::Write;
     let secs = s.wall_time.as_secs_f64();
     let mut out = String::new();
-    let _ = writeln!(out, "pipeline {:?} finished in {:.2} s (parallelism {})", spec.name, secs, spec.parallelism);
+    let _ = writeln!(
+        out,
+        "pipeline {:?} finished in {:.2} s (parallelism {})",
+        spec.name, secs, spec.parallelism
+    );
     let _ = writeln!(
         out,
         "  events in          {:>12}  ({:.0} events/s)",
@@ -78,7 +89,11 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
         s.events_in as f64 / secs.max(1e-9)
     );
     for (name, count, has_sink) in &s.outputs {
-        let note = if *has_sink { "" } else { "  (no sink: counted, not written)" };
+        let note = if *has_sink {
+            ""
+        } else {
+            "  (no sink: counted, not written)"
+        };
         let _ = writeln!(out, "  output {:<12}{:>12}{note}", name, count);
     }
     for (kind, count) in &s.errors {
@@ -99,19 +114,37 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
         );
     }
     if let Some(first) = s.first_event_after {
-        let _ = writeln!(out, "  first event after  {:>9.1} ms", first.as_secs_f64() * 1000.0);
+        let _ = writeln!(
+            out,
+            "  first event after  {:>9.1} ms",
+            first.as_secs_f64() * 1000.0
+        );
     }
-    let _ = writeln!(out, "  plugin             {} (sha256 {})", component.display(), &s.plugin_digest[..12]);
+    let _ = writeln!(
+        out,
+        "  plugin             {} (sha256 {})",
+        component.display(),
+        &s.plugin_digest[..12]
+    );
     out
 }
 
 fn summary_json(spec: &PipelineSpec, s: &RunSummary) -> serde_json::Value {
-    let outputs: serde_json::Map<String, serde_json::Value> =
-        s.outputs.iter().map(|(name, n, _)| (name.clone(), (*n).into())).collect();
-    let errors: serde_json::Map<String, serde_json::Value> =
-        s.errors.iter().map(|(kind, n)| (kind.clone(), (*n).into())).collect();
-    let counters: serde_json::Map<String, serde_json::Value> =
-        s.counters.iter().map(|(name, n)| (name.clone(), (*n).into())).collect();
+    let outputs: serde_json::Map<String, serde_json::Value> = s
+        .outputs
+        .iter()
+        .map(|(name, n, _)| (name.clone(), (*n).into()))
+        .collect();
+    let errors: serde_json::Map<String, serde_json::Value> = s
+        .errors
+        .iter()
+        .map(|(kind, n)| (kind.clone(), (*n).into()))
+        .collect();
+    let counters: serde_json::Map<String, serde_json::Value> = s
+        .counters
+        .iter()
+        .map(|(name, n)| (name.clone(), (*n).into()))
+        .collect();
     serde_json::json!({
         "pipeline": spec.name,
         "parallelism": spec.parallelism,

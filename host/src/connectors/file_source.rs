@@ -30,17 +30,20 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn read_batch(&mut self, out: &mut Vec<SourceRecord>, max: usize) -> Result<bool, ConnectorError> {
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<bool, ConnectorError> {
         let mut taken = 0;
         while taken < max {
             let mut line = Vec::new();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut line)
-                .map_err(|source| ConnectorError::Read {
+            let n = self.reader.read_until(b'\n', &mut line).map_err(|source| {
+                ConnectorError::Read {
                     path: self.path.clone(),
                     source,
-                })?;
+                }
+            })?;
             if n == 0 {
                 return Ok(false);
             }
@@ -91,7 +94,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_its_path() {
-        let err = FileSource::open(Path::new("/no/such/file.jsonl")).err().unwrap();
+        let err = FileSource::open(Path::new("/no/such/file.jsonl"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("/no/such/file.jsonl"), "{err}");
     }
 }

@@ -12,7 +12,11 @@ pub fn generator_record(i: u64) -> (u64, u64, i64) {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    ((z >> 32) % 100_000, (z & 0xFFFF_FFFF) % 100_000, BASE_TS + i as i64)
+    (
+        (z >> 32) % 100_000,
+        (z & 0xFFFF_FFFF) % 100_000,
+        BASE_TS + i as i64,
+    )
 }
 
 pub struct GeneratorSource {
@@ -22,12 +26,19 @@ pub struct GeneratorSource {
 
 impl GeneratorSource {
     pub fn new(events: u64) -> Self {
-        Self { next: 0, end: events }
+        Self {
+            next: 0,
+            end: events,
+        }
     }
 }
 
 impl Source for GeneratorSource {
-    fn read_batch(&mut self, out: &mut Vec<SourceRecord>, max: usize) -> Result<bool, ConnectorError> {
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<bool, ConnectorError> {
         let stop = self.end.min(self.next + max as u64);
         let mut ints = itoa::Buffer::new();
         for i in self.next..stop {

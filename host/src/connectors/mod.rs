@@ -60,7 +60,11 @@ pub enum ConnectorError {
 pub trait Source: Send {
     /// Appends up to `max` records to `out`. Returns `false` once the source
     /// is exhausted (a bounded source), after appending whatever was left.
-    fn read_batch(&mut self, out: &mut Vec<SourceRecord>, max: usize) -> Result<bool, ConnectorError>;
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<SourceRecord>,
+        max: usize,
+    ) -> Result<bool, ConnectorError>;
     /// The number of splits (watermarks are tracked per split).
     fn splits(&self) -> usize {
         1

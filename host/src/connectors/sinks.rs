@@ -35,10 +35,12 @@ impl Sink for StdoutSink {
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        std::io::stdout().flush().map_err(|source| ConnectorError::Write {
-            what: "stdout".into(),
-            source,
-        })
+        std::io::stdout()
+            .flush()
+            .map_err(|source| ConnectorError::Write {
+                what: "stdout".into(),
+                source,
+            })
     }
 }
 
@@ -118,8 +120,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/out.jsonl");
         let mut sink = FileSink::create(&path).unwrap();
-        sink.write(&[record(br#"{"a":1}"#), record(b"91033:50767"), record(b"a\nb")])
-            .unwrap();
+        sink.write(&[
+            record(br#"{"a":1}"#),
+            record(b"91033:50767"),
+            record(b"a\nb"),
+        ])
+        .unwrap();
         sink.flush().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"a\":1}\n\"91033:50767\"\n\"a\\nb\"\n");

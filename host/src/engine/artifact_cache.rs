@@ -31,7 +31,9 @@ impl ArtifactCache {
         digest: &str,
         bytes: &[u8],
     ) -> Result<Component, EngineError> {
-        let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash));
+        let path = self
+            .dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash));
         if path.exists() {
             // SAFETY: `deserialize_file` trusts the file to be wasmtime's own
             // output. This one is: only `load_or_compile` writes into this
@@ -40,7 +42,9 @@ impl ArtifactCache {
             // version and settings. A file it rejects is recompiled below.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding cached component: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding cached component: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, bytes)

@@ -87,21 +87,30 @@ impl<H: PluginHost> PluginInstance<H> {
     /// Calls the plugin's `open`. `Ok(Err(reason))` is the plugin refusing.
     pub fn open(&mut self, config: &str) -> Result<Result<(), String>, CallError> {
         self.before_call()?;
-        let result = self.bindings.weir_plugin_handler().call_open(&mut self.store, config);
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_open(&mut self.store, config);
         self.after_call(result)
     }
 
     /// Calls `process` on a batch; returns the items the plugin rejected.
     pub fn process(&mut self, events: &[Event]) -> Result<Vec<Failure>, CallError> {
         self.before_call()?;
-        let result = self.bindings.weir_plugin_handler().call_process(&mut self.store, events);
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_process(&mut self.store, events);
         self.after_call(result)
     }
 
     /// Calls `on-timer` on a batch of fired timers.
     pub fn on_timer(&mut self, timers: &[Timer]) -> Result<Vec<Failure>, CallError> {
         self.before_call()?;
-        let result = self.bindings.weir_plugin_handler().call_on_timer(&mut self.store, timers);
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_on_timer(&mut self.store, timers);
         self.after_call(result)
     }
 
@@ -156,6 +165,9 @@ fn classify(error: wasmtime::Error) -> CallError {
 }
 
 fn root_message(error: &wasmtime::Error) -> String {
-    let mut chain = error.chain().map(|c| c.to_string()).filter(|s| !s.starts_with("error while executing"));
+    let mut chain = error
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|s| !s.starts_with("error while executing"));
     chain.next().unwrap_or_else(|| error.to_string())
 }

@@ -80,7 +80,8 @@ impl Engine {
         pool.total_tables(2048);
         pool.max_memory_size((crate::spec::MAX_MEMORY_MB as usize) << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let inner = wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(e.to_string()))?;
+        let inner =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(e.to_string()))?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &inner));
         let ticker = Arc::new(EpochTicker::start(inner.clone()));
         Ok(Self {
@@ -119,20 +120,28 @@ impl Engine {
         let mut linker = Linker::<StoreData<H>>::new(&self.inner);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::scope::add_to_linker::<_, HasSelf<StoreData<H>>>(&mut linker, |d| d)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::scope::add_to_linker::<_, HasSelf<StoreData<H>>>(
+            &mut linker,
+            |d| d,
+        )
+        .map_err(|e| EngineError::Config(e.to_string()))?;
         bindings::weir::plugin::state::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::timers::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::output::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::timers::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| {
+            &mut d.host
+        })
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+        bindings::weir::plugin::output::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| {
+            &mut d.host
+        })
+        .map_err(|e| EngineError::Config(e.to_string()))?;
         bindings::weir::plugin::log::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| EngineError::WorldMismatch(format!("{e:#}")))?;
-        let pre = ProcessorPre::new(pre).map_err(|e| EngineError::WorldMismatch(format!("{e:#}")))?;
+        let pre =
+            ProcessorPre::new(pre).map_err(|e| EngineError::WorldMismatch(format!("{e:#}")))?;
         Ok(Plugin {
             digest,
             size: bytes.len(),

@@ -46,6 +46,7 @@ pub(crate) struct JsonError {
     offset: usize,
 }
 
+#[cfg(test)]
 impl JsonError {
     pub(crate) fn reason(&self) -> &'static str {
         self.reason
@@ -127,11 +128,6 @@ impl JsonPointer {
             text: text.into(),
             tokens: tokens.into_boxed_slice(),
         })
-    }
-
-    /// The pointer as written.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.text
     }
 
     /// The raw bytes of the addressed value (`91033`, `"abc"` with its
@@ -309,6 +305,41 @@ fn for_each_unescaped(body: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> Result<b
     Ok(run_start >= body.len() || f(&body[run_start..]))
 }
 
+/// The index of the first `"`, `\\` or control character at or after `i`
+/// (or `buf.len()`), and the OR of the bytes before it, whose high bit says
+/// whether UTF-8 needs checking. Tests 8 bytes at a time (SWAR), so long
+/// string values are skipped quickly.
+#[inline]
+fn scan_plain(buf: &[u8], mut i: usize) -> (usize, u8) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` is zero iff its lane in the result is set ("haszero").
+    let zero_lanes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut seen = 0u64;
+    while let Some(chunk) = buf.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
+        let x = u64::from_le_bytes(*chunk);
+        let quote = zero_lanes(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_lanes(x ^ (ONES * u64::from(b'\\')));
+        // Set if some byte is below 0x20 (possibly also for a byte above
+        // one, which only sends us to the exact loop below).
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        if quote | backslash | control != 0 {
+            break;
+        }
+        seen |= x;
+        i += 8;
+    }
+    let mut high = if seen & HIGHS != 0 { 0x80 } else { 0 };
+    while let Some(&b) = buf.get(i) {
+        if matches!(b, b'"' | b'\\' | 0..=0x1f) {
+            break;
+        }
+        high |= b;
+        i += 1;
+    }
+    (i, high)
+}
+
 fn hex4(body: &[u8], at: usize) -> Option<u32> {
     let digits = body.get(at..at + 4)?;
     digits.iter().try_fold(0u32, |acc, &b| {
@@ -421,25 +452,15 @@ impl Scanner<'_> {
         let start = self.pos;
         // Fast path: no escape before the closing quote, so the raw bytes are the name.
         let body_start = start + 1;
-        let mut i = body_start;
-        let mut high_bits = 0u8;
-        while let Some(&b) = self.buf.get(i) {
-            match b {
-                b'"' => {
-                    let body = &self.buf[body_start..i];
-                    if high_bits < 0x80 || std::str::from_utf8(body).is_ok() {
-                        self.pos = i + 1;
-                        return Ok(body == name);
-                    }
-                    break; // let skip_string report the bad UTF-8
-                }
-                b'\\' | 0..=0x1f => break,
-                _ => {
-                    high_bits |= b;
-                    i += 1;
-                }
+        let (stop, high_bits) = scan_plain(self.buf, body_start);
+        if self.buf.get(stop) == Some(&b'"') {
+            let body = &self.buf[body_start..stop];
+            if high_bits < 0x80 || std::str::from_utf8(body).is_ok() {
+                self.pos = stop + 1;
+                return Ok(body == name);
             }
         }
+        // An escape, or an error that skip_string reports.
         self.skip_string()?;
         let body = &self.buf[body_start..self.pos - 1];
         // Decode while comparing, so even escaped keys cost no allocation.
@@ -478,6 +499,9 @@ impl Scanner<'_> {
         let mut i = body_start;
         let mut high_bits = 0u8;
         loop {
+            let (stop, high) = scan_plain(self.buf, i);
+            high_bits |= high;
+            i = stop;
             let Some(&b) = self.buf.get(i) else {
                 self.pos = i;
                 return Err(self.err("unterminated string"));
@@ -500,13 +524,9 @@ impl Scanner<'_> {
                     }
                     i += valid;
                 }
-                0..=0x1f => {
+                _ => {
                     self.pos = i;
                     return Err(self.err("control character in string"));
-                }
-                _ => {
-                    high_bits |= b;
-                    i += 1;
                 }
             }
         }
@@ -923,6 +943,49 @@ mod tests {
             ptr("/b").lookup(key).unwrap_err().reason(),
             "invalid UTF-8 in string"
         );
+    }
+
+    #[test]
+    fn finds_specials_at_every_position_of_long_strings() {
+        // Exercises the 8-byte scan: each special byte at each offset, in a
+        // skipped value and in a key, validated against serde_json.
+        let specials: [&[u8]; 8] = [
+            b"\\\"",
+            b"\\\\",
+            b"\\u00e9",
+            b"\x01",
+            b"\x1f",
+            "é".as_bytes(),
+            b"\xff",
+            b"\"",
+        ];
+        for special in specials {
+            for at in 0..20 {
+                let mut body = vec![b'x'; 20];
+                body.splice(at..at, special.iter().copied());
+                let mut doc = b"{\"s\":\"".to_vec();
+                doc.extend_from_slice(&body);
+                doc.extend_from_slice(b"\",\"");
+                doc.extend_from_slice(&body);
+                doc.extend_from_slice(b"\":1,\"z\":2}");
+                let oracle = serde_json::from_slice::<Value>(&doc).ok();
+                let ours = ptr("/z").lookup(&doc);
+                match &oracle {
+                    Some(v) => assert_eq!(ours, Ok(Some(&b"2"[..])), "{v}"),
+                    None => assert!(ours.is_err(), "{:?}", String::from_utf8_lossy(&doc)),
+                }
+                if let Some(Value::Object(map)) = &oracle {
+                    let (name, _) = map
+                        .iter()
+                        .find(|(k, _)| k.as_str() != "s" && k.as_str() != "z")
+                        .unwrap();
+                    let found = ptr(&format!("/{}", escape_token(name)))
+                        .lookup(&doc)
+                        .unwrap();
+                    assert_eq!(found, Some(&b"1"[..]), "{name:?}");
+                }
+            }
+        }
     }
 
     #[test]

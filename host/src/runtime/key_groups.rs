@@ -62,7 +62,9 @@ mod tests {
     #[test]
     fn subtasks_own_contiguous_ranges_covering_every_group() {
         for parallelism in [1u32, 2, 3, 7, 128] {
-            let owners: Vec<usize> = (0..KEY_GROUPS).map(|g| subtask_of(g, parallelism)).collect();
+            let owners: Vec<usize> = (0..KEY_GROUPS)
+                .map(|g| subtask_of(g, parallelism))
+                .collect();
             assert!(owners.windows(2).all(|w| w[0] <= w[1]));
             assert_eq!(owners[0], 0);
             assert_eq!(*owners.last().unwrap(), parallelism as usize - 1);

@@ -30,11 +30,21 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     pub(crate) fn add_output(&self, output: &str, n: u64) {
-        *self.outputs.lock().expect("metrics lock").entry(output.to_owned()).or_default() += n;
+        *self
+            .outputs
+            .lock()
+            .expect("metrics lock")
+            .entry(output.to_owned())
+            .or_default() += n;
     }
 
     pub(crate) fn add_error(&self, kind: &str) {
-        *self.errors.lock().expect("metrics lock").entry(kind.to_owned()).or_default() += 1;
+        *self
+            .errors
+            .lock()
+            .expect("metrics lock")
+            .entry(kind.to_owned())
+            .or_default() += 1;
     }
 
     pub(crate) fn add_counters(&self, counters: &mut FxHashMap<String, u64>) {
@@ -74,10 +84,6 @@ pub(crate) struct OutputRouter {
 impl OutputRouter {
     pub(crate) fn new(sinks: FxHashMap<String, Vec<Sender<Vec<OutputRecord>>>>) -> Self {
         Self { sinks }
-    }
-
-    pub(crate) fn has_sink(&self, output: &str) -> bool {
-        self.sinks.contains_key(output)
     }
 
     /// Sends a batch of one output's records to its sinks, blocking while a
@@ -143,7 +149,11 @@ impl OutputBuffer {
     }
 
     /// Sends everything buffered, grouped by output, and empties the buffer.
-    pub(crate) fn flush(&mut self, router: &OutputRouter, metrics: &RunMetrics) -> Result<(), SinkGone> {
+    pub(crate) fn flush(
+        &mut self,
+        router: &OutputRouter,
+        metrics: &RunMetrics,
+    ) -> Result<(), SinkGone> {
         if self.records.is_empty() {
             return Ok(());
         }

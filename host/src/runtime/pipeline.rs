@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use rustc_hash::FxHashMap;
 
+use super::PipelineError;
 use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE};
 use super::source_task::{SourceProgress, SourceTask};
 use super::subtask::{Subtask, SubtaskConfig, SubtaskReport};
 use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
-use super::PipelineError;
 use crate::connectors::{self, OutputRecord};
 use crate::engine::Engine;
 use crate::spec::{PipelineSpec, StateBackendKind};
@@ -61,7 +61,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads the plugin, opens the source and sinks, instantiates and opens
     /// one plugin instance per subtask. `started` is when the user asked.
-    pub fn start(engine: &Engine, spec: &PipelineSpec, component: &[u8], started: Instant) -> Result<Self, PipelineError> {
+    pub fn start(
+        engine: &Engine,
+        spec: &PipelineSpec,
+        component: &[u8],
+        started: Instant,
+    ) -> Result<Self, PipelineError> {
         let plugin = engine.load::<SubtaskHost>(component)?;
         let source = connectors::open_source(&spec.source)?;
         let metrics = Arc::new(RunMetrics::default());
@@ -69,7 +74,10 @@ impl Pipeline {
         let mut senders: FxHashMap<String, Vec<_>> = FxHashMap::default();
         let mut opened = Vec::new();
         for sink_spec in &spec.sinks {
-            opened.push((sink_spec.output().to_owned(), connectors::open_sink(sink_spec)?));
+            opened.push((
+                sink_spec.output().to_owned(),
+                connectors::open_sink(sink_spec)?,
+            ));
         }
         let mut sinks = Vec::new();
         for (output, mut sink) in opened {
@@ -158,7 +166,10 @@ impl Pipeline {
 
     /// Runs to the end of the source. `on_tick` is called about ten times a
     /// second from the calling thread, for progress display.
-    pub fn run(self, mut on_tick: impl FnMut(&RunMetrics, &SourceProgress)) -> Result<RunSummary, PipelineError> {
+    pub fn run(
+        self,
+        mut on_tick: impl FnMut(&RunMetrics, &SourceProgress),
+    ) -> Result<RunSummary, PipelineError> {
         let Pipeline {
             spec,
             started,
@@ -233,9 +244,14 @@ impl Pipeline {
             counters: metrics.counters().into_iter().collect(),
             keys_in_state: reports.iter().map(|r| r.keys_in_state).sum(),
             pending_event_timers: reports.iter().map(|r| r.pending_event_timers).sum(),
-            discarded_processing_timers: reports.iter().map(|r| r.discarded_processing_timers).sum(),
+            discarded_processing_timers: reports
+                .iter()
+                .map(|r| r.discarded_processing_timers)
+                .sum(),
             plugin_digest: digest,
-            first_event_after: metrics.first_event().map(|t| t.saturating_duration_since(started)),
+            first_event_after: metrics
+                .first_event()
+                .map(|t| t.saturating_duration_since(started)),
             wall_time: run_started.elapsed(),
         })
     }

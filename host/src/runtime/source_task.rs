@@ -60,10 +60,17 @@ impl SourceTask {
             let more = self.source.read_batch(&mut records, BATCH)?;
             let now = now_ms();
             let mut batches: Vec<(Vec<Event>, Vec<u16>)> = (0..parallelism)
-                .map(|_| (Vec::with_capacity(BATCH / parallelism + 16), Vec::with_capacity(BATCH / parallelism + 16)))
+                .map(|_| {
+                    (
+                        Vec::with_capacity(BATCH / parallelism + 16),
+                        Vec::with_capacity(BATCH / parallelism + 16),
+                    )
+                })
                 .collect();
             let mut dead = Vec::new();
-            self.metrics.events_in.fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .events_in
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
             for record in records.drain(..) {
                 match self.route(&record, now) {
                     Ok((key, timestamp)) => {
@@ -120,7 +127,9 @@ impl SourceTask {
             watermark = next_watermark;
             let (done, total) = self.source.progress();
             self.progress.done.store(done, Ordering::Relaxed);
-            self.progress.total.store(total.unwrap_or(0), Ordering::Relaxed);
+            self.progress
+                .total
+                .store(total.unwrap_or(0), Ordering::Relaxed);
             if !more {
                 break;
             }
@@ -165,16 +174,27 @@ fn read_timestamp(pointer: &JsonPointer, value: &[u8]) -> Result<i64, Unroutable
                 String::from_utf8_lossy(raw)
             ))
         }),
-        Ok(None) => Err(unroutable(format!("event_time.field {pointer}: missing in the event"))),
-        Err(e) => Err(unroutable(format!("event_time.field {pointer}: the event is not valid JSON: {e}"))),
+        Ok(None) => Err(unroutable(format!(
+            "event_time.field {pointer}: missing in the event"
+        ))),
+        Err(e) => Err(unroutable(format!(
+            "event_time.field {pointer}: the event is not valid JSON: {e}"
+        ))),
     }
 }
 
 fn read_key(pointer: &JsonPointer, value: &[u8]) -> Result<Vec<u8>, Unroutable> {
-    let unroutable = |reason: String| Unroutable { error: "key", reason };
+    let unroutable = |reason: String| Unroutable {
+        error: "key",
+        reason,
+    };
     match pointer.lookup(value) {
         Ok(Some(raw)) => Ok(json_field::key_bytes(raw).into_owned()),
-        Ok(None) => Err(unroutable(format!("key_by.field {pointer}: missing in the event"))),
-        Err(e) => Err(unroutable(format!("key_by.field {pointer}: the event is not valid JSON: {e}"))),
+        Ok(None) => Err(unroutable(format!(
+            "key_by.field {pointer}: missing in the event"
+        ))),
+        Err(e) => Err(unroutable(format!(
+            "key_by.field {pointer}: the event is not valid JSON: {e}"
+        ))),
     }
 }

@@ -120,14 +120,23 @@ impl Subtask {
     }
 
     fn instance(&mut self) -> &mut PluginInstance<SubtaskHost> {
-        self.instance.as_mut().expect("a subtask always holds an instance between calls")
+        self.instance
+            .as_mut()
+            .expect("a subtask always holds an instance between calls")
     }
 
-    pub(crate) fn run(mut self, input: Receiver<SubtaskInput>) -> Result<SubtaskReport, PipelineError> {
+    pub(crate) fn run(
+        mut self,
+        input: Receiver<SubtaskInput>,
+    ) -> Result<SubtaskReport, PipelineError> {
         let span = tracing::info_span!("subtask", index = self.index);
         let _guard = span.enter();
         loop {
-            let next_timer = self.instance().host().timers.next_timestamp(TimeDomain::ProcessingTime);
+            let next_timer = self
+                .instance()
+                .host()
+                .timers
+                .next_timestamp(TimeDomain::ProcessingTime);
             let message = match next_timer {
                 None => input.recv().ok(),
                 Some(at) => {
@@ -173,11 +182,18 @@ impl Subtask {
         }
     }
 
-    fn handle_events(&mut self, mut events: Vec<Event>, mut key_groups: Vec<u16>) -> Result<(), PipelineError> {
+    fn handle_events(
+        &mut self,
+        mut events: Vec<Event>,
+        mut key_groups: Vec<u16>,
+    ) -> Result<(), PipelineError> {
         // Events at or behind the watermark are late: they go to `late`,
         // unchanged, instead of the plugin (or the floor).
         let watermark = self.watermark;
-        if events.iter().any(|e| e.timestamp.is_some_and(|ts| ts <= watermark)) {
+        if events
+            .iter()
+            .any(|e| e.timestamp.is_some_and(|ts| ts <= watermark))
+        {
             let mut late = Vec::new();
             let mut kept = 0;
             for i in 0..events.len() {
@@ -232,7 +248,10 @@ impl Subtask {
         let mut fired: Vec<FiredTimer> = Vec::new();
         for _ in 0..MAX_TIMER_ROUNDS {
             fired.clear();
-            self.instance().host().timers.pop_due(domain, up_to, &mut fired);
+            self.instance()
+                .host()
+                .timers
+                .pop_due(domain, up_to, &mut fired);
             if fired.is_empty() {
                 return Ok(());
             }
@@ -263,7 +282,13 @@ impl Subtask {
     /// Hands a batch to the plugin, recovering from traps: the items before
     /// the trapping one are done, the trapping one is dead-lettered (or fails
     /// the pipeline) and the rest go to a fresh instance.
-    fn run_batch(&mut self, call: Call, events: &[Event], timers: &[Timer], key_groups: &[u16]) -> Result<(), PipelineError> {
+    fn run_batch(
+        &mut self,
+        call: Call,
+        events: &[Event],
+        timers: &[Timer],
+        key_groups: &[u16],
+    ) -> Result<(), PipelineError> {
         let len = key_groups.len();
         let mut start = 0;
         while start < len {
@@ -410,7 +435,9 @@ impl Subtask {
     }
 
     fn send(&self, output: &str, records: Vec<OutputRecord>) -> Result<(), PipelineError> {
-        self.router.send(&self.metrics, output, records).map_err(sink_gone)
+        self.router
+            .send(&self.metrics, output, records)
+            .map_err(sink_gone)
     }
 }
 
@@ -427,7 +454,13 @@ fn empty_event() -> Event {
     }
 }
 
-fn prepare_scope(scope: &mut BatchScope, call: Call, events: &[Event], timers: &[Timer], key_groups: &[u16]) {
+fn prepare_scope(
+    scope: &mut BatchScope,
+    call: Call,
+    events: &[Event],
+    timers: &[Timer],
+    key_groups: &[u16],
+) {
     scope.clear();
     match call {
         Call::Process => {

@@ -54,10 +54,6 @@ impl BatchScope {
     pub(crate) fn current(&self) -> Option<usize> {
         self.current
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
 }
 
 pub(crate) struct SubtaskHost {
@@ -86,7 +82,11 @@ fn no_item() -> wasmtime::Error {
 }
 
 impl SubtaskHost {
-    pub(crate) fn new(pipeline: String, subtask: usize, backend: Box<dyn KeyedStateBackend>) -> Self {
+    pub(crate) fn new(
+        pipeline: String,
+        subtask: usize,
+        backend: Box<dyn KeyedStateBackend>,
+    ) -> Self {
         let mut outputs = OutputBuffer::default();
         let main_output = outputs.id(MAIN_OUTPUT);
         Self {
@@ -111,7 +111,11 @@ impl SubtaskHost {
         Ok(self.scope.items[i].timestamp)
     }
 
-    fn state_id<T: 'static>(&self, handle: &Resource<T>, kind: StateKind) -> wasmtime::Result<StateId> {
+    fn state_id<T: 'static>(
+        &self,
+        handle: &Resource<T>,
+        kind: StateKind,
+    ) -> wasmtime::Result<StateId> {
         let id = handle.rep();
         // The component model hands back only handles we created, so the id
         // exists; the kind check guards against a confused guest SDK.
@@ -125,14 +129,33 @@ impl SubtaskHost {
         Ok(id)
     }
 
-    fn declare<T: 'static>(&mut self, name: &str, kind: StateKind) -> wasmtime::Result<Resource<T>> {
-        let id = self.catalog.declare(name, kind).map_err(wasmtime::Error::msg)?;
+    fn declare<T: 'static>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+    ) -> wasmtime::Result<Resource<T>> {
+        let id = self
+            .catalog
+            .declare(name, kind)
+            .map_err(wasmtime::Error::msg)?;
         Ok(Resource::new_own(id))
     }
 
-    fn emit_record(&mut self, output: usize, key: Option<Vec<u8>>, value: Vec<u8>) -> wasmtime::Result<()> {
+    fn emit_record(
+        &mut self,
+        output: usize,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
         let timestamp = self.item_timestamp()?;
-        self.outputs.push(output, OutputRecord { key, value, timestamp });
+        self.outputs.push(
+            output,
+            OutputRecord {
+                key,
+                value,
+                timestamp,
+            },
+        );
         Ok(())
     }
 }
@@ -144,7 +167,8 @@ macro_rules! with_key {
         let i = $self.scope.current.ok_or_else(no_item)?;
         let item = $self.scope.items[i];
         let $kg = item.key_group;
-        let $key = &$self.scope.keys[item.key_start as usize..(item.key_start + item.key_len) as usize];
+        let $key =
+            &$self.scope.keys[item.key_start as usize..(item.key_start + item.key_len) as usize];
         $body
     }};
 }
@@ -183,17 +207,26 @@ impl state::HostValueState for SubtaskHost {
 
     fn get(&mut self, this: Resource<ValueStateHandle>) -> wasmtime::Result<Option<Vec<u8>>> {
         let id = self.state_id(&this, StateKind::Value)?;
-        with_key!(self, |kg, key| self.backend.value_get(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .value_get(kg, id, key)
+            .map_err(state_err))
     }
 
     fn set(&mut self, this: Resource<ValueStateHandle>, value: Vec<u8>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::Value)?;
-        with_key!(self, |kg, key| self.backend.value_set(kg, id, key, value).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .value_set(kg, id, key, value)
+            .map_err(state_err))
     }
 
     fn clear(&mut self, this: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::Value)?;
-        with_key!(self, |kg, key| self.backend.value_clear(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .value_clear(kg, id, key)
+            .map_err(state_err))
     }
 
     fn drop(&mut self, _rep: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
@@ -206,39 +239,78 @@ impl state::HostMapState for SubtaskHost {
         self.declare(&name, StateKind::Map)
     }
 
-    fn get(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn get(
+        &mut self,
+        this: Resource<MapStateHandle>,
+        map_key: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_get(kg, id, key, &map_key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_get(kg, id, key, &map_key)
+            .map_err(state_err))
     }
 
-    fn put(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+    fn put(
+        &mut self,
+        this: Resource<MapStateHandle>,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_put(kg, id, key, map_key, value).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_put(kg, id, key, map_key, value)
+            .map_err(state_err))
     }
 
     fn remove(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_remove(kg, id, key, &map_key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_remove(kg, id, key, &map_key)
+            .map_err(state_err))
     }
 
-    fn contains(&mut self, this: Resource<MapStateHandle>, map_key: Vec<u8>) -> wasmtime::Result<bool> {
+    fn contains(
+        &mut self,
+        this: Resource<MapStateHandle>,
+        map_key: Vec<u8>,
+    ) -> wasmtime::Result<bool> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_get(kg, id, key, &map_key).map(|v| v.is_some()).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_get(kg, id, key, &map_key)
+            .map(|v| v.is_some())
+            .map_err(state_err))
     }
 
-    fn entries(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn entries(
+        &mut self,
+        this: Resource<MapStateHandle>,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_entries(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_entries(kg, id, key)
+            .map_err(state_err))
     }
 
     fn is_empty(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<bool> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_entries(kg, id, key).map(|e| e.is_empty()).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_entries(kg, id, key)
+            .map(|e| e.is_empty())
+            .map_err(state_err))
     }
 
     fn clear(&mut self, this: Resource<MapStateHandle>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::Map)?;
-        with_key!(self, |kg, key| self.backend.map_clear(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .map_clear(kg, id, key)
+            .map_err(state_err))
     }
 
     fn drop(&mut self, _rep: Resource<MapStateHandle>) -> wasmtime::Result<()> {
@@ -253,17 +325,26 @@ impl state::HostListState for SubtaskHost {
 
     fn append(&mut self, this: Resource<ListStateHandle>, value: Vec<u8>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::List)?;
-        with_key!(self, |kg, key| self.backend.list_append(kg, id, key, value).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .list_append(kg, id, key, value)
+            .map_err(state_err))
     }
 
     fn read(&mut self, this: Resource<ListStateHandle>) -> wasmtime::Result<Vec<Vec<u8>>> {
         let id = self.state_id(&this, StateKind::List)?;
-        with_key!(self, |kg, key| self.backend.list_read(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .list_read(kg, id, key)
+            .map_err(state_err))
     }
 
     fn clear(&mut self, this: Resource<ListStateHandle>) -> wasmtime::Result<()> {
         let id = self.state_id(&this, StateKind::List)?;
-        with_key!(self, |kg, key| self.backend.list_clear(kg, id, key).map_err(state_err))
+        with_key!(self, |kg, key| self
+            .backend
+            .list_clear(kg, id, key)
+            .map_err(state_err))
     }
 
     fn drop(&mut self, _rep: Resource<ListStateHandle>) -> wasmtime::Result<()> {
@@ -273,22 +354,40 @@ impl state::HostListState for SubtaskHost {
 
 impl timers::Host for SubtaskHost {
     fn register_event_time(&mut self, timestamp: i64) -> wasmtime::Result<()> {
-        with_key!(self, |kg, key| self.timers.register(TimeDomain::EventTime, kg, key, timestamp));
+        with_key!(self, |kg, key| self.timers.register(
+            TimeDomain::EventTime,
+            kg,
+            key,
+            timestamp
+        ));
         Ok(())
     }
 
     fn delete_event_time(&mut self, timestamp: i64) -> wasmtime::Result<()> {
-        with_key!(self, |_kg, key| self.timers.delete(TimeDomain::EventTime, key, timestamp));
+        with_key!(self, |_kg, key| self.timers.delete(
+            TimeDomain::EventTime,
+            key,
+            timestamp
+        ));
         Ok(())
     }
 
     fn register_processing_time(&mut self, timestamp: i64) -> wasmtime::Result<()> {
-        with_key!(self, |kg, key| self.timers.register(TimeDomain::ProcessingTime, kg, key, timestamp));
+        with_key!(self, |kg, key| self.timers.register(
+            TimeDomain::ProcessingTime,
+            kg,
+            key,
+            timestamp
+        ));
         Ok(())
     }
 
     fn delete_processing_time(&mut self, timestamp: i64) -> wasmtime::Result<()> {
-        with_key!(self, |_kg, key| self.timers.delete(TimeDomain::ProcessingTime, key, timestamp));
+        with_key!(self, |_kg, key| self.timers.delete(
+            TimeDomain::ProcessingTime,
+            key,
+            timestamp
+        ));
         Ok(())
     }
 
@@ -306,7 +405,12 @@ impl output::Host for SubtaskHost {
         self.emit_record(self.main_output, key, value)
     }
 
-    fn emit_to(&mut self, output: String, key: Option<Vec<u8>>, value: Vec<u8>) -> wasmtime::Result<()> {
+    fn emit_to(
+        &mut self,
+        output: String,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
         if output == MAIN_OUTPUT {
             return self.emit_record(self.main_output, key, value);
         }

@@ -12,6 +12,14 @@
 //! and replays are deterministic), move the watermark backwards, or do more
 //! than O(1) work per event except when the split holding the minimum moves.
 
+#![cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "snapshot, restore and rescaling serve checkpoints, which use them next"
+    )
+)]
+
 /// What one split has seen.
 #[derive(Debug, Clone)]
 struct Split {
@@ -236,6 +244,12 @@ impl WatermarkTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn can_move_to_another_thread() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<WatermarkTracker>();
+    }
 
     #[test]
     fn starts_at_i64_min_before_any_event() {

@@ -155,7 +155,9 @@ pub enum SinkSpec {
 impl SinkSpec {
     pub fn output(&self) -> &str {
         match self {
-            SinkSpec::Stdout { output } | SinkSpec::File { output, .. } | SinkSpec::Null { output } => output,
+            SinkSpec::Stdout { output }
+            | SinkSpec::File { output, .. }
+            | SinkSpec::Null { output } => output,
         }
     }
 }
@@ -194,12 +196,11 @@ impl PipelineSpec {
     pub fn from_toml(text: &str) -> Result<Self, SpecError> {
         let value: toml::Value =
             toml::from_str(text).map_err(|e| SpecError::Syntax(e.to_string()))?;
-        let spec: PipelineSpec = serde_path_to_error::deserialize(value).map_err(|e| {
-            SpecError::Field {
+        let spec: PipelineSpec =
+            serde_path_to_error::deserialize(value).map_err(|e| SpecError::Field {
                 path: e.path().to_string(),
                 message: e.inner().to_string(),
-            }
-        })?;
+            })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -207,12 +208,11 @@ impl PipelineSpec {
     /// Parses and validates a JSON spec.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let spec: PipelineSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            SpecError::Field {
+        let spec: PipelineSpec =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| SpecError::Field {
                 path: e.path().to_string(),
                 message: e.inner().to_string(),
-            }
-        })?;
+            })?;
         spec.validate()?;
         Ok(spec)
     }

@@ -127,10 +127,7 @@ impl PipelineSpec {
                 ));
             }
             (Some(_), Some(_)) => {
-                return Err(field(
-                    "plugin",
-                    "set only one of `crate` and `wasm`",
-                ));
+                return Err(field("plugin", "set only one of `crate` and `wasm`"));
             }
             _ => {}
         }
@@ -273,7 +270,9 @@ mod tests {
 
     #[test]
     fn two_file_sinks_cannot_share_a_path() {
-        let text = format!("{GOOD}\n[[sink]]\noutput = \"main\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n");
+        let text = format!(
+            "{GOOD}\n[[sink]]\noutput = \"main\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n"
+        );
         let err = error_of(&text);
         assert!(err.starts_with("sink[1].path:"), "{err}");
     }

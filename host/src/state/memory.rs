@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use super::{KeyState, KeyedStateBackend, StateError, StateId};
+use super::{KeyState, KeyedStateBackend, MapEntries, StateError, StateId};
 use crate::runtime::key_groups::KEY_GROUPS;
 
 #[derive(Default)]
 struct KeyEntry {
     values: Vec<(StateId, Vec<u8>)>,
-    maps: Vec<(StateId, BTreeMap<Vec<u8>, Vec<u8>>)>,
+    maps: Vec<(StateId, OrderedMap)>,
     lists: Vec<(StateId, Vec<Vec<u8>>)>,
 }
 
@@ -24,6 +24,7 @@ impl KeyEntry {
     }
 }
 
+type OrderedMap = BTreeMap<Vec<u8>, Vec<u8>>;
 type Group = FxHashMap<Box<[u8]>, KeyEntry>;
 
 pub struct MemoryBackend {
@@ -43,7 +44,10 @@ fn find<T>(slots: &[(StateId, T)], state: StateId) -> Option<&T> {
 }
 
 fn find_mut<T>(slots: &mut [(StateId, T)], state: StateId) -> Option<&mut T> {
-    slots.iter_mut().find(|(id, _)| *id == state).map(|(_, v)| v)
+    slots
+        .iter_mut()
+        .find(|(id, _)| *id == state)
+        .map(|(_, v)| v)
 }
 
 fn remove<T>(slots: &mut Vec<(StateId, T)>, state: StateId) {
@@ -80,14 +84,25 @@ impl MemoryBackend {
 }
 
 impl KeyedStateBackend for MemoryBackend {
-    fn value_get(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    fn value_get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .entry(kg, key)
             .and_then(|e| find(&e.values, state))
             .cloned())
     }
 
-    fn value_set(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+    fn value_set(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
         match find_mut(&mut entry.values, state) {
             Some(slot) => *slot = value,
@@ -101,7 +116,13 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn map_get(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    fn map_get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .entry(kg, key)
             .and_then(|e| find(&e.maps, state))
@@ -109,7 +130,14 @@ impl KeyedStateBackend for MemoryBackend {
             .cloned())
     }
 
-    fn map_put(&mut self, kg: u16, state: StateId, key: &[u8], map_key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+    fn map_put(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
         match find_mut(&mut entry.maps, state) {
             Some(map) => {
@@ -120,7 +148,13 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn map_remove(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<(), StateError> {
+    fn map_remove(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<(), StateError> {
         self.update(kg, key, |e| {
             if let Some(map) = find_mut(&mut e.maps, state) {
                 map.remove(map_key);
@@ -132,7 +166,12 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn map_entries(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<MapEntries, StateError> {
         Ok(self
             .entry(kg, key)
             .and_then(|e| find(&e.maps, state))
@@ -145,7 +184,13 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn list_append(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError> {
+    fn list_append(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
         match find_mut(&mut entry.lists, state) {
             Some(list) => list.push(value),
@@ -154,7 +199,12 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn list_read(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+    fn list_read(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StateError> {
         Ok(self
             .entry(kg, key)
             .and_then(|e| find(&e.lists, state))
@@ -222,7 +272,10 @@ mod tests {
         b.map_put(0, 0, b"k", b"a".to_vec(), b"1".to_vec()).unwrap();
         assert_eq!(
             b.map_entries(0, 0, b"k").unwrap(),
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
         );
         assert_eq!(b.map_get(0, 0, b"k", b"a").unwrap().unwrap(), b"1");
         b.map_remove(0, 0, b"k", b"a").unwrap();

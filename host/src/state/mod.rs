@@ -19,28 +19,77 @@ pub enum StateError {
     Io(String),
 }
 
+/// The entries of one map state, ordered by map key.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The state of one key, as the host shows it to people (never to plugins).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyState {
     pub values: Vec<(StateId, Vec<u8>)>,
-    pub maps: Vec<(StateId, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub maps: Vec<(StateId, MapEntries)>,
     pub lists: Vec<(StateId, Vec<Vec<u8>>)>,
 }
 
 /// Keyed state of one subtask. `kg` is always `key_groups::key_group(key)`.
 pub trait KeyedStateBackend: Send {
-    fn value_get(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
-    fn value_set(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError>;
+    fn value_get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError>;
+    fn value_set(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StateError>;
     fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError>;
 
-    fn map_get(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
-    fn map_put(&mut self, kg: u16, state: StateId, key: &[u8], map_key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError>;
-    fn map_remove(&mut self, kg: u16, state: StateId, key: &[u8], map_key: &[u8]) -> Result<(), StateError>;
-    fn map_entries(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    fn map_get(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError>;
+    fn map_put(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), StateError>;
+    fn map_remove(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<(), StateError>;
+    fn map_entries(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<MapEntries, StateError>;
     fn map_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError>;
 
-    fn list_append(&mut self, kg: u16, state: StateId, key: &[u8], value: Vec<u8>) -> Result<(), StateError>;
-    fn list_read(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError>;
+    fn list_append(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StateError>;
+    fn list_read(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StateError>;
     fn list_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError>;
 
     /// Keys that hold any state.
