@@ -10,6 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use weir::connectors::generator_record;
 use weir::engine::Engine;
 use weir::runtime::{Pipeline, RunSummary};

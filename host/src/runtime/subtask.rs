@@ -255,20 +255,22 @@ impl Subtask {
             if fired.is_empty() {
                 return Ok(());
             }
-            for chunk in fired.chunks(TIMER_BATCH) {
-                let wit_domain = match domain {
-                    TimeDomain::EventTime => bindings::TimeDomain::EventTime,
-                    TimeDomain::ProcessingTime => bindings::TimeDomain::ProcessingTime,
-                };
-                let timers: Vec<Timer> = chunk
-                    .iter()
-                    .map(|t| Timer {
-                        key: t.key.clone(),
+            let wit_domain = match domain {
+                TimeDomain::EventTime => bindings::TimeDomain::EventTime,
+                TimeDomain::ProcessingTime => bindings::TimeDomain::ProcessingTime,
+            };
+            let mut fired = fired.drain(..).peekable();
+            while fired.peek().is_some() {
+                let mut timers = Vec::with_capacity(TIMER_BATCH);
+                let mut key_groups = Vec::with_capacity(TIMER_BATCH);
+                for t in fired.by_ref().take(TIMER_BATCH) {
+                    key_groups.push(t.key_group);
+                    timers.push(Timer {
+                        key: t.key,
                         timestamp: t.timestamp,
                         domain: wit_domain,
-                    })
-                    .collect();
-                let key_groups: Vec<u16> = chunk.iter().map(|t| t.key_group).collect();
+                    });
+                }
                 self.run_batch(Call::OnTimer, &[], &timers, &key_groups)?;
             }
         }
