@@ -46,7 +46,7 @@ mod guest {
     use std::marker::PhantomData;
 
     use crate::processor::{handle_event, handle_timer};
-    use crate::sys::wasm::{bindings, enter, install_panic_hook};
+    use crate::sys::wasm::{begin_item, bindings, install_panic_hook, take_changes};
     use crate::{Error, Processor, config};
 
     thread_local! {
@@ -69,15 +69,23 @@ mod guest {
             Ok(())
         }
 
-        fn process(events: Vec<bindings::Event>) -> Vec<bindings::Failure> {
+        fn process(events: Vec<bindings::Event>) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(events, |event| handle_event(plugin, &event.into()))
+                run_batch(
+                    events.into_iter().map(crate::Event::from),
+                    |event| event.key().unwrap_or_default(),
+                    |event| handle_event(plugin, event),
+                )
             })
         }
 
-        fn on_timer(fired: Vec<bindings::Timer>) -> Vec<bindings::Failure> {
+        fn on_timer(fired: Vec<bindings::Timer>) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(fired, |timer| handle_timer(plugin, &timer.into()))
+                run_batch(
+                    fired.into_iter().map(crate::Timer::from),
+                    |timer| timer.key(),
+                    |timer| handle_timer(plugin, timer),
+                )
             })
         }
     }
@@ -96,22 +104,27 @@ mod guest {
         })
     }
 
-    /// Handles a batch in order, entering each item's scope first, and
-    /// collects the items the plugin rejected.
+    /// Handles a batch in order and returns what it changed, with the items
+    /// the plugin rejected. Each item begins (with its key, for the state
+    /// overlay) before the plugin sees it, so every change carries its item.
     fn run_batch<T>(
-        items: Vec<T>,
-        mut handle: impl FnMut(T) -> Result<(), Error>,
-    ) -> Vec<bindings::Failure> {
+        items: impl Iterator<Item = T>,
+        key_of: impl Fn(&T) -> &[u8],
+        mut handle: impl FnMut(&T) -> Result<(), Error>,
+    ) -> bindings::BatchResult {
         let mut failures = Vec::new();
         for (index, item) in (0u32..).zip(items) {
-            enter(index);
-            if let Err(error) = handle(item) {
+            begin_item(index, key_of(&item));
+            if let Err(error) = handle(&item) {
                 failures.push(bindings::Failure {
-                    index,
+                    item: index,
                     reason: error.into_message(),
                 });
             }
         }
-        failures
+        bindings::BatchResult {
+            changes: take_changes(),
+            failures,
+        }
     }
 }

@@ -4,6 +4,7 @@ mod event_time;
 mod run_pipeline;
 mod sandbox;
 mod spec_errors;
+mod state;
 mod support;
 
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
@@ -11,6 +12,7 @@ mod tested {
     pub use crate::event_time::timer_echo;
     pub use crate::run_pipeline::{amount_filter, fraud_detector, passthrough};
     pub use crate::sandbox::sandbox_probe;
+    pub use crate::state::state_probe;
 }
 
 macro_rules! assert_plugin_is_tested {

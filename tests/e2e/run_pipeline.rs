@@ -159,7 +159,7 @@ path = "out.jsonl"
     );
     // Its own target directory: the `cargo test` running this test may hold
     // the lock on the workspace's.
-    let target = std::env::temp_dir().join("weir-e2e-plugin-target");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-target");
     let run = weir_run_with_env(&spec, &[], &[("CARGO_TARGET_DIR", &target)]);
     assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
     assert_eq!(run.lines("out.jsonl").len(), 10);

@@ -1,7 +1,7 @@
 //! The two backends behind one internal API: on wasm the component's imports
 //! (`wasm.rs`), natively an in-memory test host (`native.rs`). Both provide
 //! the same items: `RawValueState`, `RawMapState`, `RawListState` (byte
-//! states with the WIT resources' methods), `emit`, `emit_to`,
+//! states: get/set/clear, map and list operations), `emit`, `emit_to`,
 //! `register_timer`, `delete_timer`, `watermark`, `processing_time`, `log`
 //! and `counter_add`. Nothing above this module knows which one it runs on.
 

@@ -33,7 +33,7 @@ type Slot = (String, Vec<u8>);
 /// The content of one key's map state, ordered by map-key bytes.
 type ByteMap = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// The item in scope: what `scope.enter` selects on the real host.
+/// The item in scope: on the real host, the item a change or read names.
 #[derive(Debug)]
 struct Scope {
     key: Vec<u8>,
@@ -294,7 +294,7 @@ pub(crate) fn counter_add(name: &str, delta: u64) {
     });
 }
 
-/// A value state, resolved by name on every access like the host's resource.
+/// A value state, resolved by name on every access.
 pub(crate) struct RawValueState {
     name: String,
 }
@@ -330,7 +330,7 @@ impl RawValueState {
     }
 }
 
-/// A map state, resolved by name on every access like the host's resource.
+/// A map state, resolved by name on every access.
 pub(crate) struct RawMapState {
     name: String,
 }
@@ -400,7 +400,7 @@ impl RawMapState {
     }
 }
 
-/// A list state, resolved by name on every access like the host's resource.
+/// A list state, resolved by name on every access.
 pub(crate) struct RawListState {
     name: String,
 }

@@ -1,7 +1,7 @@
-//! The wasm backend: the imports of the `weir:plugin/processor` world, as
-//! wit-bindgen generates them from `wit/`, plus the conversions between the
-//! generated types and the SDK's. It must stay a thin veneer: every call here
-//! crosses into the host.
+//! The wasm backend: the `weir:plugin/processor` world as wit-bindgen
+//! generates it from `wit/`. Reads cross into the host; writes, timers and
+//! outputs are collected as the batch's changes (with an overlay so reads
+//! see them) and cross back once, as the batch's result.
 
 use crate::{Event, Level, TimeDomain, Timer};
 
@@ -20,36 +20,345 @@ pub mod bindings {
     });
 
     pub use self::exports::weir::plugin::handler::Guest;
-    pub use self::weir::plugin::types::{Event, Failure, Timer};
+    pub use self::weir::plugin::types::{BatchResult, Event, Failure, Timer};
 }
 
-use bindings::weir::plugin::{log as host_log, output, timers};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
-pub(crate) use bindings::weir::plugin::scope::enter;
-pub(crate) use bindings::weir::plugin::state::{
-    ListState as RawListState, MapState as RawMapState, ValueState as RawValueState,
+use rustc_hash::FxHashMap;
+
+use bindings::weir::plugin::state::{self as host_state, StateKind};
+use bindings::weir::plugin::types::{
+    Change, Effect, MapDelete, MapWrite, OutputRecord, TimeDomain as WitTimeDomain, TimerChange,
+    ValueWrite,
 };
+use bindings::weir::plugin::{log as host_log, timers};
+
+/// The batch in hand: the item being handled, the changes made so far (the
+/// batch's result) and an overlay of them per (state, key), so that reads see
+/// the writes made earlier in the same batch: the host applies the changes
+/// only after the call returns. Keys are interned per batch, and the value
+/// overlay points into `changes`, so a write costs one copy of the value.
+#[derive(Default)]
+struct Batch {
+    item: u32,
+    key: Vec<u8>,
+    key_ids: FxHashMap<Vec<u8>, u32>,
+    changes: Vec<Change>,
+    /// (state, key id) → the index in `changes` of the last `value-set`, or
+    /// `None` once cleared.
+    values: FxHashMap<(u32, u32), Option<usize>>,
+    maps: FxHashMap<(u32, u32), MapOverlay>,
+    lists: FxHashMap<(u32, u32), ListOverlay>,
+}
+
+impl Batch {
+    /// The current key's id, if it was written in this batch.
+    fn key_id(&self) -> Option<u32> {
+        self.key_ids.get(self.key.as_slice()).copied()
+    }
+
+    /// The current key's id, interning it on first write.
+    fn intern_key(&mut self) -> u32 {
+        if let Some(id) = self.key_id() {
+            return id;
+        }
+        let id = self.key_ids.len() as u32;
+        self.key_ids.insert(self.key.clone(), id);
+        id
+    }
+}
+
+#[derive(Default)]
+struct MapOverlay {
+    cleared: bool,
+    entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct ListOverlay {
+    cleared: bool,
+    appended: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+}
+
+fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
+    BATCH.with(|batch| f(&mut batch.borrow_mut()))
+}
+
+/// Starts handling item `item` (of key `key`) of the batch in hand.
+pub(crate) fn begin_item(item: u32, key: &[u8]) {
+    with_batch(|b| {
+        b.item = item;
+        b.key.clear();
+        b.key.extend_from_slice(key);
+    });
+}
+
+/// Ends the batch: its changes, in order, and a clean slate for the next one.
+pub(crate) fn take_changes() -> Vec<Change> {
+    with_batch(|b| {
+        b.key_ids.clear();
+        b.values.clear();
+        b.maps.clear();
+        b.lists.clear();
+        std::mem::take(&mut b.changes)
+    })
+}
+
+fn push(b: &mut Batch, effect: Effect) {
+    b.changes.push(Change {
+        item: b.item,
+        effect,
+    });
+}
+
+fn declare(name: &str, kind: StateKind) -> u32 {
+    host_state::declare(name, kind)
+}
+
+pub(crate) struct RawValueState {
+    id: u32,
+}
+
+impl RawValueState {
+    pub(crate) fn new(name: &str) -> Self {
+        RawValueState {
+            id: declare(name, StateKind::Value),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Vec<u8>> {
+        let (item, pending) = with_batch(|b| {
+            let pending = b
+                .key_id()
+                .and_then(|key| b.values.get(&(self.id, key)))
+                .map(|slot| {
+                    slot.map(|change| match &b.changes[change].effect {
+                        Effect::ValueSet(w) => w.value.clone(),
+                        _ => unreachable!("the value overlay points at value-set changes"),
+                    })
+                });
+            (b.item, pending)
+        });
+        match pending {
+            Some(value) => value,
+            None => host_state::value_get(self.id, item),
+        }
+    }
+
+    pub(crate) fn set(&self, value: &[u8]) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            b.values.insert((self.id, key), Some(b.changes.len()));
+            let effect = Effect::ValueSet(ValueWrite {
+                state: self.id,
+                value: value.to_vec(),
+            });
+            push(b, effect);
+        });
+    }
+
+    pub(crate) fn clear(&self) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            b.values.insert((self.id, key), None);
+            push(b, Effect::ValueClear(self.id));
+        });
+    }
+}
+
+pub(crate) struct RawMapState {
+    id: u32,
+}
+
+impl RawMapState {
+    pub(crate) fn new(name: &str) -> Self {
+        RawMapState {
+            id: declare(name, StateKind::Map),
+        }
+    }
+
+    pub(crate) fn get(&self, map_key: &[u8]) -> Option<Vec<u8>> {
+        let (item, pending) = with_batch(|b| {
+            let overlay = b.key_id().and_then(|key| b.maps.get(&(self.id, key)));
+            let pending = overlay.and_then(|o| match o.entries.get(map_key) {
+                Some(entry) => Some(entry.clone()),
+                None if o.cleared => Some(None),
+                None => None,
+            });
+            (b.item, pending)
+        });
+        match pending {
+            Some(value) => value,
+            None => host_state::map_get(self.id, item, map_key),
+        }
+    }
+
+    pub(crate) fn put(&self, map_key: &[u8], value: &[u8]) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            let overlay = b.maps.entry((self.id, key)).or_default();
+            overlay
+                .entries
+                .insert(map_key.to_vec(), Some(value.to_vec()));
+            let effect = Effect::MapPut(MapWrite {
+                state: self.id,
+                map_key: map_key.to_vec(),
+                value: value.to_vec(),
+            });
+            push(b, effect);
+        });
+    }
+
+    pub(crate) fn remove(&self, map_key: &[u8]) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            let overlay = b.maps.entry((self.id, key)).or_default();
+            overlay.entries.insert(map_key.to_vec(), None);
+            let effect = Effect::MapRemove(MapDelete {
+                state: self.id,
+                map_key: map_key.to_vec(),
+            });
+            push(b, effect);
+        });
+    }
+
+    pub(crate) fn contains(&self, map_key: &[u8]) -> bool {
+        self.get(map_key).is_some()
+    }
+
+    pub(crate) fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (item, overlay) = with_batch(|b| {
+            let overlay = b
+                .key_id()
+                .and_then(|key| b.maps.get(&(self.id, key)))
+                .map(|o| (o.cleared, o.entries.clone()));
+            (b.item, overlay)
+        });
+        let Some((cleared, pending)) = overlay else {
+            return host_state::map_entries(self.id, item);
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = if cleared {
+            BTreeMap::new()
+        } else {
+            host_state::map_entries(self.id, item).into_iter().collect()
+        };
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        merged.into_iter().collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    pub(crate) fn clear(&self) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            let overlay = b.maps.entry((self.id, key)).or_default();
+            overlay.cleared = true;
+            overlay.entries.clear();
+            push(b, Effect::MapClear(self.id));
+        });
+    }
+}
+
+pub(crate) struct RawListState {
+    id: u32,
+}
+
+impl RawListState {
+    pub(crate) fn new(name: &str) -> Self {
+        RawListState {
+            id: declare(name, StateKind::List),
+        }
+    }
+
+    pub(crate) fn append(&self, value: &[u8]) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            let overlay = b.lists.entry((self.id, key)).or_default();
+            overlay.appended.push(value.to_vec());
+            let effect = Effect::ListAppend(ValueWrite {
+                state: self.id,
+                value: value.to_vec(),
+            });
+            push(b, effect);
+        });
+    }
+
+    pub(crate) fn read(&self) -> Vec<Vec<u8>> {
+        let (item, overlay) = with_batch(|b| {
+            let overlay = b
+                .key_id()
+                .and_then(|key| b.lists.get(&(self.id, key)))
+                .map(|o| (o.cleared, o.appended.clone()));
+            (b.item, overlay)
+        });
+        match overlay {
+            None => host_state::list_read(self.id, item),
+            Some((true, appended)) => appended,
+            Some((false, appended)) => {
+                let mut list = host_state::list_read(self.id, item);
+                list.extend(appended);
+                list
+            }
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        with_batch(|b| {
+            let key = b.intern_key();
+            let overlay = b.lists.entry((self.id, key)).or_default();
+            overlay.cleared = true;
+            overlay.appended.clear();
+            push(b, Effect::ListClear(self.id));
+        });
+    }
+}
 
 pub(crate) fn emit(key: Option<&[u8]>, value: &[u8]) {
-    output::emit(key, value);
+    emit_record(None, key, value);
 }
 
 pub(crate) fn emit_to(name: &str, key: Option<&[u8]>, value: &[u8]) {
-    output::emit_to(name, key, value);
+    emit_record(Some(name), key, value);
+}
+
+fn emit_record(output: Option<&str>, key: Option<&[u8]>, value: &[u8]) {
+    with_batch(|b| {
+        let effect = Effect::Emit(OutputRecord {
+            output: output.map(str::to_owned),
+            key: key.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+        });
+        push(b, effect);
+    });
+}
+
+fn timer_change(domain: TimeDomain, timestamp: i64) -> TimerChange {
+    let domain = match domain {
+        TimeDomain::EventTime => WitTimeDomain::EventTime,
+        TimeDomain::ProcessingTime => WitTimeDomain::ProcessingTime,
+    };
+    TimerChange { domain, timestamp }
 }
 
 pub(crate) fn register_timer(domain: TimeDomain, timestamp: i64) {
-    match domain {
-        TimeDomain::EventTime => timers::register_event_time(timestamp),
-        TimeDomain::ProcessingTime => timers::register_processing_time(timestamp),
-    }
+    with_batch(|b| push(b, Effect::TimerRegister(timer_change(domain, timestamp))));
 }
 
 pub(crate) fn delete_timer(domain: TimeDomain, timestamp: i64) {
-    match domain {
-        TimeDomain::EventTime => timers::delete_event_time(timestamp),
-        TimeDomain::ProcessingTime => timers::delete_processing_time(timestamp),
-    }
+    with_batch(|b| push(b, Effect::TimerDelete(timer_change(domain, timestamp))));
 }
 
 pub(crate) fn watermark() -> i64 {

@@ -6,7 +6,7 @@
 
 use wasmtime::Store;
 
-use super::bindings::{Event, Failure, Processor, Timer};
+use super::bindings::{BatchResult, Event, Processor, Timer};
 use super::limits::SandboxError;
 use super::wasi::Sandbox;
 use super::{EngineError, Plugin, PluginHost, StoreData};
@@ -94,8 +94,8 @@ impl<H: PluginHost> PluginInstance<H> {
         self.after_call(result)
     }
 
-    /// Calls `process` on a batch; returns the items the plugin rejected.
-    pub fn process(&mut self, events: &[Event]) -> Result<Vec<Failure>, CallError> {
+    /// Calls `process` on a batch; returns what the batch changed.
+    pub fn process(&mut self, events: &[Event]) -> Result<BatchResult, CallError> {
         self.before_call()?;
         let result = self
             .bindings
@@ -105,7 +105,7 @@ impl<H: PluginHost> PluginInstance<H> {
     }
 
     /// Calls `on-timer` on a batch of fired timers.
-    pub fn on_timer(&mut self, timers: &[Timer]) -> Result<Vec<Failure>, CallError> {
+    pub fn on_timer(&mut self, timers: &[Timer]) -> Result<BatchResult, CallError> {
         self.before_call()?;
         let result = self
             .bindings

@@ -67,11 +67,11 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The per-item deadline, in ticks.
+/// The deadline of one call, in ticks.
 pub(crate) struct Deadline {
     pub(crate) limit_ms: u64,
     pub(crate) limit_ticks: u64,
-    /// When the current item (or call) started.
+    /// When the current call started.
     pub(crate) started: u64,
 }
 
@@ -90,7 +90,7 @@ impl Deadline {
     }
 
     pub(crate) fn expired(&self) -> bool {
-        // `>` rather than `>=`: the item may have started just before a tick.
+        // `>` rather than `>=`: the call may have started just before a tick.
         now_ticks().saturating_sub(self.started) > self.limit_ticks
     }
 }

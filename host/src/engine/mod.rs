@@ -10,7 +10,6 @@ mod artifact_cache;
 pub mod bindings;
 mod instance;
 mod limits;
-mod resources;
 mod wasi;
 
 use std::path::PathBuf;
@@ -21,26 +20,22 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact_cache::ArtifactCache;
-pub use bindings::{Event, Failure, TimeDomain, Timer};
+pub use bindings::{BatchResult, Change, Effect, Event, Failure, TimeDomain, Timer};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;
-pub use resources::{ListStateHandle, MapStateHandle, ValueStateHandle};
 
 use bindings::ProcessorPre;
 use sha2::Digest;
 
-/// Everything the runtime must implement for a plugin to run: the WIT
-/// imports, plus `enter`, which the engine wraps to restart the deadline.
+/// Everything the runtime must implement for a plugin to run: the WIT imports.
 pub trait PluginHost:
-    bindings::weir::plugin::state::Host
+    bindings::weir::plugin::types::Host
+    + bindings::weir::plugin::state::Host
     + bindings::weir::plugin::timers::Host
-    + bindings::weir::plugin::output::Host
     + bindings::weir::plugin::log::Host
     + Send
     + 'static
 {
-    /// The plugin moves to item `index` of the current batch.
-    fn enter(&mut self, index: u32) -> wasmtime::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,22 +115,7 @@ impl Engine {
         let mut linker = Linker::<StoreData<H>>::new(&self.inner);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::scope::add_to_linker::<_, HasSelf<StoreData<H>>>(
-            &mut linker,
-            |d| d,
-        )
-        .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::state::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::timers::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| {
-            &mut d.host
-        })
-        .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::output::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| {
-            &mut d.host
-        })
-        .map_err(|e| EngineError::Config(e.to_string()))?;
-        bindings::weir::plugin::log::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
+        bindings::Processor::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let pre = linker
             .instantiate_pre(&component)
@@ -187,13 +167,6 @@ impl<H: PluginHost> Plugin<H> {
 pub struct StoreData<H> {
     sandbox: wasi::Sandbox,
     pub(crate) host: H,
-}
-
-impl<H: PluginHost> bindings::weir::plugin::scope::Host for StoreData<H> {
-    fn enter(&mut self, index: u32) -> wasmtime::Result<()> {
-        self.sandbox.deadline.restart();
-        self.host.enter(index)
-    }
 }
 
 /// Advances the engine epoch every `limits::TICK` until dropped.

@@ -115,7 +115,7 @@ impl OutputRouter {
 #[derive(Debug)]
 pub(crate) struct SinkGone;
 
-/// Per-task buffer of the outputs produced during one plugin call, in order.
+/// Per-task buffer of the outputs of one applied batch, in order.
 #[derive(Default)]
 pub(crate) struct OutputBuffer {
     names: Vec<String>,
@@ -136,16 +136,6 @@ impl OutputBuffer {
 
     pub(crate) fn push(&mut self, id: usize, record: OutputRecord) {
         self.records.push((id, record));
-    }
-
-    /// A position to roll back to (see `truncate`).
-    pub(crate) fn mark(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Drops what was produced after `mark` (the outputs of a trapped item).
-    pub(crate) fn truncate(&mut self, mark: usize) {
-        self.records.truncate(mark);
     }
 
     /// Sends everything buffered, grouped by output, and empties the buffer.

@@ -19,7 +19,7 @@ use super::subtask_host::{BatchScope, SubtaskHost};
 use super::timer_service::{FiredTimer, TimeDomain};
 use super::{PipelineError, now_ms};
 use crate::connectors::OutputRecord;
-use crate::engine::{Event, Failure, Plugin, PluginInstance, Timer, bindings};
+use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
 
 /// What the source sends a subtask.
@@ -281,9 +281,12 @@ impl Subtask {
         Ok(())
     }
 
-    /// Hands a batch to the plugin, recovering from traps: the items before
-    /// the trapping one are done, the trapping one is dead-lettered (or fails
-    /// the pipeline) and the rest go to a fresh instance.
+    /// Hands a batch to the plugin and applies what it changed. If the call
+    /// traps (or hits a limit), nothing of it was applied: the batch is
+    /// replayed one item at a time on fresh instances, so the items that
+    /// work take effect exactly once and each failing one is dead-lettered
+    /// (or fails the pipeline). The sandbox gives a plugin no clock and no
+    /// entropy of its own, so a replayed item does what it did the first time.
     fn run_batch(
         &mut self,
         call: Call,
@@ -292,75 +295,106 @@ impl Subtask {
         key_groups: &[u16],
     ) -> Result<(), PipelineError> {
         let len = key_groups.len();
-        let mut start = 0;
-        while start < len {
-            let host = self.instance().host();
-            prepare_scope(
-                &mut host.scope,
-                call,
-                events.get(start..).unwrap_or_default(),
-                timers.get(start..).unwrap_or_default(),
-                &key_groups[start..],
-            );
-            host.last_error_log = None;
-            host.item_output_mark = host.outputs.mark();
-            let instance = self.instance();
-            let result = match call {
-                Call::Process => instance.process(&events[start..]),
-                Call::OnTimer => instance.on_timer(&timers[start..]),
-            };
-            match result {
-                Ok(failures) => {
-                    self.instance().host().scope.clear();
-                    self.flush()?;
-                    self.handle_rejections(call, events, timers, start, failures)?;
-                    return Ok(());
-                }
-                Err(error) => {
-                    let host = self.instance().host();
-                    let failed = start + host.scope.current().unwrap_or(0);
-                    let mark = host.item_output_mark;
-                    host.outputs.truncate(mark);
-                    host.scope.clear();
-                    let reason = match host.last_error_log.take() {
-                        Some(logged) => format!("{}; the plugin logged: {logged}", error.message),
-                        None => error.message.clone(),
-                    };
-                    self.flush()?;
-                    self.replace_instance()?;
-                    self.item_failed(call, events, timers, failed, error.kind.as_str(), &reason)?;
-                    start = failed + 1;
-                }
+        match self.call_and_apply(call, events, timers, key_groups, 0..len)? {
+            Ok(()) => return Ok(()),
+            Err(error) if len == 1 => {
+                self.replace_instance()?;
+                return self.item_failed(
+                    call,
+                    events,
+                    timers,
+                    0,
+                    error.kind.as_str(),
+                    &error.message,
+                );
+            }
+            Err(_) => self.replace_instance()?,
+        }
+        for i in 0..len {
+            if let Err(error) = self.call_and_apply(call, events, timers, key_groups, i..i + 1)? {
+                self.replace_instance()?;
+                self.item_failed(call, events, timers, i, error.kind.as_str(), &error.message)?;
             }
         }
         Ok(())
     }
 
-    fn handle_rejections(
+    /// One plugin call on `items`: `Ok(Err(_))` if it trapped (nothing applied).
+    fn call_and_apply(
         &mut self,
         call: Call,
         events: &[Event],
         timers: &[Timer],
-        start: usize,
-        failures: Vec<Failure>,
-    ) -> Result<(), PipelineError> {
-        let len = events.len().max(timers.len());
-        for failure in failures {
-            let index = start + failure.index as usize;
+        key_groups: &[u16],
+        items: std::ops::Range<usize>,
+    ) -> Result<Result<(), CallError>, PipelineError> {
+        let start = items.start;
+        let host = self.instance().host();
+        prepare_scope(
+            &mut host.scope,
+            call,
+            events.get(items.clone()).unwrap_or_default(),
+            timers.get(items.clone()).unwrap_or_default(),
+            &key_groups[items.clone()],
+        );
+        host.last_error_log = None;
+        let instance = self.instance();
+        let result = match call {
+            Call::Process => instance.process(&events[items]),
+            Call::OnTimer => instance.on_timer(&timers[items]),
+        };
+        let batch = match result {
+            Ok(batch) => batch,
+            Err(mut error) => {
+                let host = self.instance().host();
+                host.scope.clear();
+                if let Some(logged) = host.last_error_log.take() {
+                    error.message = format!("{}; the plugin logged: {logged}", error.message);
+                }
+                return Ok(Err(error));
+            }
+        };
+        // Apply in order; a change the host cannot apply rejects its item
+        // (the item's later changes are skipped, earlier ones stand).
+        let host = self.instance().host();
+        let mut invalid: Vec<(u32, String)> = Vec::new();
+        for change in batch.changes {
+            let item = change.item;
+            if invalid.iter().any(|(failed, _)| *failed == item) {
+                continue;
+            }
+            if let Err(e) = host.apply(change) {
+                invalid.push((item, e.to_string()));
+            }
+        }
+        host.scope.clear();
+        self.flush()?;
+        for (item, reason) in invalid {
+            self.item_failed(
+                call,
+                events,
+                timers,
+                start + item as usize,
+                "invalid-change",
+                &reason,
+            )?;
+        }
+        let len = key_groups.len();
+        for failure in batch.failures {
+            let index = start + failure.item as usize;
             if index >= len {
                 // A plugin bug, not an input problem: say so and go on.
                 self.metrics.add_error("bad-failure-index");
                 tracing::warn!(
-                    "the plugin reported a failure for item {} of a {}-item batch: {}",
-                    failure.index,
-                    len - start,
+                    "the plugin reported a failure for item {} it was not given: {}",
+                    failure.item,
                     failure.reason
                 );
                 continue;
             }
             self.item_failed(call, events, timers, index, "rejected", &failure.reason)?;
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// One item failed: count it, then dead-letter it or fail the pipeline.
@@ -421,8 +455,8 @@ impl Subtask {
         self.send(DEAD_LETTER_OUTPUT, vec![record])
     }
 
-    /// Swaps a trapped instance for a fresh one around the same host (state,
-    /// timers and outputs are the host's, so nothing is lost).
+    /// Swaps a trapped instance for a fresh one around the same host (state
+    /// and timers are the host's, so nothing is lost).
     fn replace_instance(&mut self) -> Result<(), PipelineError> {
         let host = self.instance.take().expect("instance present").into_host();
         tracing::debug!("replacing a trapped plugin instance");

@@ -104,7 +104,10 @@ pub enum StateBackendKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
-    /// Wall-clock budget of one event or timer inside the plugin.
+    /// Wall-clock budget of one plugin call: a batch of up to 1024 events or
+    /// timers. A call that runs out is replayed one item at a time, each
+    /// with the same budget, and the item that runs out alone is the one
+    /// that fails.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
     /// Linear memory cap of one plugin instance.

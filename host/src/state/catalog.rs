@@ -49,6 +49,15 @@ impl StateCatalog {
         Ok(id)
     }
 
+    /// How many states are declared; ids are `0..len`.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     pub fn name(&self, id: StateId) -> &str {
         &self.names[id as usize].0
     }
