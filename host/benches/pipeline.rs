@@ -59,6 +59,7 @@ fn cpu_seconds() -> f64 {
 fn spec(workload: &str, events: u64, parallelism: u32) -> PipelineSpec {
     let (wasm, event_time, sink_output) = match workload {
         "W1" => (weir_test_artifacts::AMOUNT_FILTER, "", "main"),
+        "passthrough" => (weir_test_artifacts::PASSTHROUGH, "", "main"),
         _ => (
             weir_test_artifacts::FRAUD_DETECTOR,
             "[event_time]\nfield = \"/ts\"\n",
