@@ -13,7 +13,7 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use weir::connectors::generator_record;
+use weir::connectors::write_generator_value;
 use weir::engine::Engine;
 use weir::runtime::{Pipeline, RunSummary};
 use weir::spec::PipelineSpec;
@@ -116,18 +116,10 @@ fn run_native_w2(events: u64) -> Row {
     let mut timers: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64)>> =
         Default::default();
     let mut alerts = 0u64;
-    let mut ints = itoa::Buffer::new();
     let mut value = Vec::with_capacity(64);
     for i in 0..events {
-        let (user, amount, ts) = generator_record(i);
         value.clear();
-        value.extend_from_slice(b"{\"user_id\":");
-        value.extend_from_slice(ints.format(user).as_bytes());
-        value.extend_from_slice(b",\"amount_cents\":");
-        value.extend_from_slice(ints.format(amount).as_bytes());
-        value.extend_from_slice(b",\"ts\":");
-        value.extend_from_slice(ints.format(ts).as_bytes());
-        value.push(b'}');
+        write_generator_value(i, &mut value);
         let tx: Tx = serde_json::from_slice(&value).unwrap();
         // Timers due at the watermark (ts − 1) fire first, as in the runtime.
         while let Some(std::cmp::Reverse((at, user))) = timers.peek().copied() {

@@ -22,7 +22,10 @@ pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("resolving {}", manifest.display()))?;
     ensure_wasm_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // From the crate's directory, so that cargo finds the crate's (or its
+    // workspace's) `.cargo/config.toml`, where plugin build flags live.
     let output = Command::new(&cargo)
+        .current_dir(dir)
         .args([
             "build",
             "--release",

@@ -19,6 +19,19 @@ pub fn generator_record(i: u64) -> (u64, u64, i64) {
     )
 }
 
+/// Writes event `i` as the JSON value `{"user_id":…,"amount_cents":…,"ts":…}`.
+pub fn write_generator_value(i: u64, out: &mut Vec<u8>) {
+    let (user, amount, ts) = generator_record(i);
+    let mut ints = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"user_id\":");
+    out.extend_from_slice(ints.format(user).as_bytes());
+    out.extend_from_slice(b",\"amount_cents\":");
+    out.extend_from_slice(ints.format(amount).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(ints.format(ts).as_bytes());
+    out.push(b'}');
+}
+
 pub struct GeneratorSource {
     next: u64,
     end: u64,
@@ -40,17 +53,9 @@ impl Source for GeneratorSource {
         max: usize,
     ) -> Result<bool, ConnectorError> {
         let stop = self.end.min(self.next + max as u64);
-        let mut ints = itoa::Buffer::new();
         for i in self.next..stop {
-            let (user, amount, ts) = generator_record(i);
             let mut value = Vec::with_capacity(64);
-            value.extend_from_slice(b"{\"user_id\":");
-            value.extend_from_slice(ints.format(user).as_bytes());
-            value.extend_from_slice(b",\"amount_cents\":");
-            value.extend_from_slice(ints.format(amount).as_bytes());
-            value.extend_from_slice(b",\"ts\":");
-            value.extend_from_slice(ints.format(ts).as_bytes());
-            value.push(b'}');
+            write_generator_value(i, &mut value);
             out.push(SourceRecord {
                 key: None,
                 value,

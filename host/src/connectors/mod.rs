@@ -12,7 +12,7 @@ mod sinks;
 use std::path::PathBuf;
 
 pub use file_source::FileSource;
-pub use generator::{GeneratorSource, generator_record};
+pub use generator::{GeneratorSource, generator_record, write_generator_value};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
 use crate::spec::{SinkSpec, SourceSpec};
