@@ -20,6 +20,8 @@ fn main() {
         root.join("plugins"),
         root.join("guest-sdk"),
         root.join("wit"),
+        // Plugin build flags (wasm SIMD) live there.
+        root.join(".cargo/config.toml"),
     ] {
         println!("cargo:rerun-if-changed={}", dir.display());
     }
