@@ -11,7 +11,7 @@ mod support;
 mod tested {
     pub use crate::event_time::timer_echo;
     pub use crate::run_pipeline::{amount_filter, fraud_detector, passthrough};
-    pub use crate::sandbox::sandbox_probe;
+    pub use crate::sandbox::{rogue_guest, sandbox_probe};
     pub use crate::state::state_probe;
 }
 

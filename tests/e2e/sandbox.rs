@@ -114,3 +114,85 @@ fn with_on_error_fail_a_trap_stops_the_pipeline_with_the_reason() {
     assert!(stderr.contains("on_error = \"fail\""), "{stderr}");
     assert!(stderr.contains("boom"), "{stderr}");
 }
+
+/// A guest that returns nonsense costs the events it was given, with a
+/// reason each, and nothing else.
+pub fn rogue_guest() {
+    let spec = format!(
+        r#"
+name = "rogue"
+[source]
+kind = "file"
+path = "in.jsonl"
+[key_by]
+field = "/k"
+[plugin]
+wasm = {wasm}
+[[sink]]
+output = "main"
+kind = "file"
+path = "main.jsonl"
+[[sink]]
+output = "dead-letter"
+kind = "file"
+path = "dead.jsonl"
+[[sink]]
+output = "late"
+kind = "file"
+path = "late.jsonl"
+"#,
+        wasm = toml_path(weir_test_artifacts::ROGUE_GUEST)
+    );
+    let input: String = [
+        "ok-1",
+        "stray-change",
+        "stray-failure",
+        "undeclared",
+        "wrong-kind",
+        "sneak-late",
+        "ok-2",
+    ]
+    .iter()
+    .map(|what| format!("{{\"k\":\"a\",\"what\":\"{what}\"}}\n"))
+    .collect();
+    let run = weir_run(&spec, &[("in.jsonl", &input)]);
+    assert!(
+        run.succeeded(),
+        "the host must survive its guest:\n{}",
+        run.stderr()
+    );
+
+    let main: Vec<String> = run
+        .lines("main.jsonl")
+        .iter()
+        .map(|v| v["what"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(main, vec!["ok-1", "ok-2"]);
+    assert!(
+        run.lines("late.jsonl").is_empty(),
+        "a plugin cannot write to `late`"
+    );
+
+    let dead = run.lines("dead.jsonl");
+    let reason_of = |what: &str| -> String {
+        dead.iter()
+            .find(|d| d["value"].as_str().unwrap().contains(what))
+            .unwrap_or_else(|| panic!("no dead letter for {what}: {dead:?}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert!(reason_of("undeclared").contains("never declared"));
+    assert!(reason_of("wrong-kind").contains("a value state, as a map state"));
+    assert!(reason_of("sneak-late").contains("`late` and `dead-letter` are the host's"));
+    assert!(dead.iter().all(|d| d["error"] == "invalid-change"));
+    // Changes and failures for items it was not given are counted, not
+    // pinned on an innocent event.
+    assert!(run.summary()["errors"]["bad-item-index"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn a_guest_returning_nonsense_costs_only_its_own_events() {
+    rogue_guest();
+}

@@ -329,6 +329,7 @@ impl Subtask {
         items: std::ops::Range<usize>,
     ) -> Result<Result<(), CallError>, PipelineError> {
         let start = items.start;
+        let called = items.len();
         let host = self.instance().host();
         prepare_scope(
             &mut host.scope,
@@ -358,8 +359,15 @@ impl Subtask {
         // (the item's later changes are skipped, earlier ones stand).
         let host = self.instance().host();
         let mut invalid: Vec<(u32, String)> = Vec::new();
+        let mut strays = 0;
         for change in batch.changes {
             let item = change.item;
+            // A change for an item the plugin was not given cannot be
+            // attributed to an input: a plugin bug, counted and skipped.
+            if item as usize >= called {
+                strays += 1;
+                continue;
+            }
             if invalid.iter().any(|(failed, _)| *failed == item) {
                 continue;
             }
@@ -369,6 +377,10 @@ impl Subtask {
         }
         host.scope.clear();
         self.flush()?;
+        if strays > 0 {
+            self.metrics.add_error("bad-item-index");
+            tracing::warn!("the plugin returned {strays} changes for items it was not given");
+        }
         for (item, reason) in invalid {
             self.item_failed(
                 call,
@@ -379,12 +391,11 @@ impl Subtask {
                 &reason,
             )?;
         }
-        let len = key_groups.len();
         for failure in batch.failures {
             let index = start + failure.item as usize;
-            if index >= len {
+            if failure.item as usize >= called {
                 // A plugin bug, not an input problem: say so and go on.
-                self.metrics.add_error("bad-failure-index");
+                self.metrics.add_error("bad-item-index");
                 tracing::warn!(
                     "the plugin reported a failure for item {} it was not given: {}",
                     failure.item,
