@@ -102,3 +102,41 @@ pub fn timer_echo() {
     assert_eq!(main[timer(11_000)]["key"], "k0");
     assert_eq!(main[timer(12_000)]["key"], "k2");
 }
+
+#[test]
+fn processing_time_timers_fire_by_the_wall_clock_and_leftovers_are_reported() {
+    // One timer 1 ms out, due while 300 000 more events stream through (the
+    // subtask checks the clock after every batch); one an hour out, still
+    // pending when the bounded source ends.
+    let mut input = String::from("{\"k\":\"a\",\"id\":\"soon\",\"after_ms\":1}\n");
+    input.push_str("{\"k\":\"b\",\"id\":\"later\",\"after_ms\":3600000}\n");
+    for i in 0..300_000 {
+        input.push_str(&format!("{{\"k\":\"c{}\",\"id\":\"x\"}}\n", i % 100));
+    }
+    let spec = format!(
+        r#"
+name = "clock"
+[source]
+kind = "file"
+path = "in.jsonl"
+[key_by]
+field = "/k"
+[plugin]
+wasm = {wasm}
+[[sink]]
+output = "main"
+kind = "null"
+"#,
+        wasm = toml_path(TIMER_ECHO)
+    );
+    let run = weir_run(&spec, &[("in.jsonl", &input)]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    let summary = run.summary();
+    assert_eq!(
+        summary["counters"]["processing-time-timers"], 1,
+        "{summary}"
+    );
+    assert_eq!(summary["discarded_processing_timers"], 1, "{summary}");
+    // Every event echoed, plus the one timer that fired.
+    assert_eq!(run.output_count("main"), 300_002 + 1);
+}

@@ -4,16 +4,21 @@
 //!
 //! Event `{"id": "a", "timer": 10}` emits `{"event":"a","ts":..,"watermark":..}`
 //! and registers an event-time timer at 10, which later emits
-//! `{"timer":10,"key":"<key>"}`.
+//! `{"timer":10,"key":"<key>"}`. `"after_ms": 5` registers a processing-time
+//! timer 5 ms after the host's clock; when it fires it emits
+//! `{"timer":..,"key":..,"processing_time":true}` and counts
+//! `processing-time-timers`.
 
 use serde::{Deserialize, Serialize};
-use weir_sdk::{Context, Error, Event, Processor, Timer};
+use weir_sdk::{Context, Error, Event, Processor, TimeDomain, Timer};
 
 #[derive(Debug, Deserialize)]
 struct Input {
     id: String,
     #[serde(default)]
     timer: Option<i64>,
+    #[serde(default)]
+    after_ms: Option<i64>,
 }
 
 /// Emitted for each event.
@@ -29,6 +34,8 @@ struct EventSeen<'a> {
 struct TimerFired<'a> {
     timer: i64,
     key: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    processing_time: bool,
 }
 
 /// The echo.
@@ -52,14 +59,23 @@ impl Processor for TimerEcho {
         if let Some(at) = input.timer {
             ctx.register_event_time_timer(at);
         }
+        if let Some(after) = input.after_ms {
+            let at = ctx.processing_time().saturating_add(after);
+            ctx.register_processing_time_timer(at);
+        }
         Ok(())
     }
 
     fn on_timer(&mut self, ctx: &mut Context, timer: &Timer) -> Result<(), Error> {
         let key = String::from_utf8_lossy(timer.key());
+        let processing_time = timer.domain() == TimeDomain::ProcessingTime;
+        if processing_time {
+            ctx.counter_add("processing-time-timers", 1);
+        }
         ctx.emit_json(&TimerFired {
             timer: timer.timestamp(),
             key: &key,
+            processing_time,
         })
     }
 }
@@ -111,6 +127,22 @@ mod tests {
         assert_eq!(fired.len(), 1, "one timer per (key, timestamp)");
         assert_eq!(fired[0].value, br#"{"timer":50,"key":"user-1"}"#);
         assert_eq!(fired[0].timestamp, Some(50));
+    }
+
+    #[test]
+    fn a_processing_time_timer_fires_by_the_clock_and_is_counted() {
+        let mut h = Harness::<TimerEcho>::open(()).unwrap();
+        h.advance_processing_time(1_000).unwrap();
+        h.process(Event::new_json("k", &json!({"id": "a", "after_ms": 5})))
+            .unwrap();
+        h.advance_processing_time(1_004).unwrap();
+        assert_eq!(h.outputs("main").len(), 1);
+        h.advance_processing_time(1_005).unwrap();
+        assert_eq!(
+            h.outputs("main")[1].value,
+            br#"{"timer":1005,"key":"k","processing_time":true}"#
+        );
+        assert_eq!(h.counters().get("processing-time-timers"), Some(&1));
     }
 
     #[test]
