@@ -48,8 +48,6 @@ pub enum EngineError {
     WorldMismatch(String),
     #[error("failed to instantiate the plugin: {0}")]
     Instantiate(String),
-    #[error("component cache at {path}: {message}")]
-    Cache { path: PathBuf, message: String },
 }
 
 /// The wasm engine shared by every pipeline of the process.
