@@ -164,3 +164,41 @@ path = "out.jsonl"
     assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
     assert_eq!(run.lines("out.jsonl").len(), 10);
 }
+
+#[test]
+fn weir_plugin_build_prints_the_path_of_the_component() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let crate_dir = root.join("plugins/passthrough");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-target");
+    let output = std::process::Command::new(crate::support::WEIR)
+        .args(["plugin", "build"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = String::from_utf8(output.stdout).unwrap();
+    let path = std::path::Path::new(path.trim());
+    assert!(path.ends_with("passthrough.wasm"), "{}", path.display());
+    let bytes = std::fs::read(path).unwrap();
+    // A component, not a core module: the layer field of the preamble is 1.
+    assert_eq!(&bytes[..4], b"\0asm");
+    assert_eq!(&bytes[6..8], &[1, 0]);
+}
+
+#[test]
+fn weir_plugin_build_names_a_directory_that_is_not_a_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(crate::support::WEIR)
+        .args(["plugin", "build"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no Cargo.toml"), "{stderr}");
+}
