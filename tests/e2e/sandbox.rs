@@ -1,5 +1,7 @@
 //! The sandbox: a misbehaving plugin costs one event, never the host.
 
+use serde_json::Value;
+
 use crate::support::{toml_path, weir_run};
 use weir_test_artifacts::SANDBOX_PROBE;
 
@@ -28,6 +30,18 @@ kind = "file"
 path = "dead.jsonl"
 "#,
         wasm = toml_path(SANDBOX_PROBE)
+    )
+}
+
+/// The `(error, reason)` of the dead letter whose original value mentions `what`.
+fn dead_letter(dead: &[Value], what: &str) -> (String, String) {
+    let record = dead
+        .iter()
+        .find(|d| d["value"].as_str().unwrap().contains(what))
+        .unwrap_or_else(|| panic!("no dead-letter record for {what}: {dead:?}"));
+    (
+        record["error"].as_str().unwrap().to_owned(),
+        record["reason"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -70,16 +84,7 @@ pub fn sandbox_probe() {
     assert!(!main.iter().any(|l| l.starts_with("opened:")), "{main:?}");
 
     let dead = run.lines("dead.jsonl");
-    let reason_of = |action: &str| -> (String, String) {
-        let record = dead
-            .iter()
-            .find(|d| d["value"].as_str().unwrap().contains(action))
-            .unwrap_or_else(|| panic!("no dead-letter record for {action}: {dead:?}"));
-        (
-            record["error"].as_str().unwrap().to_owned(),
-            record["reason"].as_str().unwrap().to_owned(),
-        )
-    };
+    let reason_of = |action: &str| dead_letter(&dead, action);
     assert_eq!(dead.len(), 4, "{dead:?}");
     let (kind, reason) = reason_of("loop");
     assert_eq!(kind, "deadline");
@@ -174,14 +179,7 @@ path = "late.jsonl"
     );
 
     let dead = run.lines("dead.jsonl");
-    let reason_of = |what: &str| -> String {
-        dead.iter()
-            .find(|d| d["value"].as_str().unwrap().contains(what))
-            .unwrap_or_else(|| panic!("no dead letter for {what}: {dead:?}"))["reason"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let reason_of = |what: &str| dead_letter(&dead, what).1;
     assert_eq!(dead.len(), 3, "{dead:?}");
     assert!(reason_of("undeclared").contains("never declared"));
     assert!(reason_of("wrong-kind").contains("a value state, as a map state"));

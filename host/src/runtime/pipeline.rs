@@ -156,14 +156,6 @@ impl Pipeline {
         })
     }
 
-    pub fn metrics(&self) -> Arc<RunMetrics> {
-        self.metrics.clone()
-    }
-
-    pub fn progress(&self) -> Arc<SourceProgress> {
-        self.progress.clone()
-    }
-
     /// Runs to the end of the source. `on_tick` is called about ten times a
     /// second from the calling thread, for progress display.
     pub fn run(
