@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use weir::connectors::write_generator_value;
 use weir::engine::Engine;
-use weir::runtime::{Pipeline, RunSummary};
+use weir::runtime::{Pipeline, RunOptions, RunSummary};
 use weir::spec::PipelineSpec;
 
 struct Row {
@@ -90,7 +90,8 @@ kind = "null"
 fn run_weir(engine: &Engine, workload: &str, events: u64, parallelism: u32) -> Row {
     let spec = spec(workload, events, parallelism);
     let component = std::fs::read(spec.plugin.wasm.as_ref().unwrap()).unwrap();
-    let pipeline = Pipeline::start(engine, &spec, &component, Instant::now()).expect("start");
+    let pipeline = Pipeline::start(engine, &spec, &component, Instant::now(), RunOptions::default())
+        .expect("start");
     let cpu = cpu_seconds();
     let summary: RunSummary = pipeline.run(|_, _| {}).expect("run");
     let outputs = summary.outputs.iter().map(|(_, n, _)| n).sum();

@@ -8,6 +8,7 @@
 //! - [`connectors`]: sources and sinks.
 //! - [`cli`]: the `weir` command line.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod connectors;
 pub mod engine;

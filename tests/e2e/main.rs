@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `weir` binary, real plugin components.
 
 mod event_time;
+mod recovery;
 mod run_pipeline;
 mod sandbox;
 mod spec_errors;

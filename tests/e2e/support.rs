@@ -83,7 +83,7 @@ pub fn weir_run_with_env(spec: &str, files: &[(&str, &str)], env: &[(&str, &Path
 }
 
 /// Compiled components are cached across tests, as across runs.
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("weir-e2e-cache")
 }
 

@@ -3,6 +3,7 @@
 
 mod plugin_build;
 mod run;
+mod savepoint;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
     /// Build and inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Portable snapshots of a pipeline's state.
+    #[command(subcommand)]
+    Savepoint(savepoint::SavepointCommand),
 }
 
 #[derive(Subcommand)]
@@ -44,6 +48,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Savepoint(command) => savepoint::run(command),
         Command::Plugin(PluginCommand::Build { dir }) => {
             plugin_build::build_crate(&dir).map(|path| {
                 println!("{}", path.display());

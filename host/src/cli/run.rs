@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::plugin_build;
 use crate::engine::Engine;
-use crate::runtime::{Pipeline, RunSummary};
+use crate::checkpoint::{self, SnapshotKind};
+use crate::runtime::{Pipeline, RunOptions, RunSummary};
 use crate::spec::PipelineSpec;
 
 #[derive(clap::Args)]
@@ -23,6 +24,14 @@ pub(crate) struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Ignore (and delete) the pipeline's checkpoints and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// Stop after this many source records (counted from the pipeline's
+    /// first start) with a checkpoint, without draining timers; take a
+    /// savepoint from it with `weir savepoint create`.
+    #[arg(long, value_name = "RECORDS")]
+    stop_after: Option<u64>,
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -41,7 +50,34 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     let engine = Engine::new(Engine::default_cache_dir()).context("starting the wasm engine")?;
-    let pipeline = Pipeline::start(&engine, &spec, &component, started)
+    let restore = checkpoint::resume_point(&spec, args.fresh, |problem| {
+        eprintln!("warning: {problem}");
+    })
+    .context("finding a checkpoint to resume from")?;
+    if let Some(r) = &restore {
+        let m = &r.manifest;
+        eprintln!(
+            "resuming from {} {} ({}, {} state files, {} bytes){}",
+            match m.kind {
+                SnapshotKind::Checkpoint => "checkpoint",
+                SnapshotKind::Savepoint => "savepoint",
+            },
+            m.id,
+            r.dir.display(),
+            m.files.len(),
+            m.size_bytes,
+            if m.finished {
+                "; it was taken at the end of input, so nothing is left to do (--fresh starts over)"
+            } else {
+                ""
+            }
+        );
+    }
+    let options = RunOptions {
+        restore,
+        stop_after: args.stop_after,
+    };
+    let pipeline = Pipeline::start(&engine, &spec, &component, started, options)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;
 
     let bar = if args.quiet {
@@ -79,8 +115,11 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline {:?} finished in {:.2} s (parallelism {})",
-        spec.name, secs, spec.parallelism
+        "pipeline {:?} {} in {:.2} s (parallelism {})",
+        spec.name,
+        if s.stopped { "stopped" } else { "finished" },
+        secs,
+        spec.parallelism
     );
     let _ = writeln!(
         out,
@@ -120,6 +159,27 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
             first.as_secs_f64() * 1000.0
         );
     }
+    if let Some(c) = &s.checkpoints {
+        if let Some(id) = c.restored_from {
+            let _ = writeln!(out, "  resumed from       checkpoint {id}");
+        }
+        let _ = write!(
+            out,
+            "  checkpoints        {:>12} completed, {} failed",
+            c.completed, c.failed
+        );
+        if let (Some(id), Some(ms), Some(bytes)) = (c.last_id, c.last_duration_ms, c.last_size_bytes) {
+            let age = c
+                .last_completed_at
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let _ = write!(
+                out,
+                "; last: {id}, {ms} ms, {bytes} bytes, {age:.1} s ago; mean {} ms",
+                c.total_duration_ms / c.completed.max(1)
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "  plugin             {} (sha256 {})",
@@ -158,6 +218,8 @@ fn summary_json(spec: &PipelineSpec, s: &RunSummary) -> serde_json::Value {
         "plugin_digest": s.plugin_digest,
         "first_event_ms": s.first_event_after.map(|d| d.as_secs_f64() * 1000.0),
         "wall_time_s": s.wall_time.as_secs_f64(),
+        "stopped": s.stopped,
+        "checkpoints": s.checkpoints,
         "events_per_s": s.events_in as f64 / s.wall_time.as_secs_f64().max(1e-9),
     })
 }

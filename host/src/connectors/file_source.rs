@@ -1,10 +1,10 @@
 //! JSON lines from a file: one event per non-empty line.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{ConnectorError, Source, SourceRecord};
+use super::{ConnectorError, Source, SourcePosition, SourceRecord, SplitPosition, split_offset};
 
 pub struct FileSource {
     path: PathBuf,
@@ -68,6 +68,32 @@ impl Source for FileSource {
 
     fn progress(&self) -> (u64, Option<u64>) {
         (self.offset, Some(self.len))
+    }
+
+    fn position(&self) -> SourcePosition {
+        vec![SplitPosition {
+            split: self.path.display().to_string(),
+            offset: self.offset,
+        }]
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
+        let split = self.path.display().to_string();
+        let offset = split_offset(position, &split, "file")?;
+        if offset > self.len {
+            return Err(ConnectorError::Seek(format!(
+                "the checkpoint is at byte {offset} of {split} but the file has only {} bytes",
+                self.len
+            )));
+        }
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|source| ConnectorError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.offset = offset;
+        Ok(())
     }
 
     fn progress_unit(&self) -> &'static str {

@@ -1,19 +1,27 @@
 //! The fixed test generator: a deterministic stream of card transactions
 //! whose expected results are known, so every workload can be checked.
 
-use super::{ConnectorError, Source, SourceRecord};
+use super::{ConnectorError, Source, SourcePosition, SourceRecord, SplitPosition, split_offset};
 
 /// The base of the generator's event times, in ms since the Unix epoch.
 pub const BASE_TS: i64 = 1_700_000_000_000;
 
+/// The number of users of the fixed generator.
+pub const DEFAULT_USERS: u64 = 100_000;
+
 /// Event `i`: `(user_id, amount_cents, ts)`, by splitmix64 of `i + 1`.
 pub fn generator_record(i: u64) -> (u64, u64, i64) {
+    generator_record_among(i, DEFAULT_USERS)
+}
+
+/// Event `i` with `users` users instead of 100 000 (for large-state tests).
+pub fn generator_record_among(i: u64, users: u64) -> (u64, u64, i64) {
     let mut z = (i.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     (
-        (z >> 32) % 100_000,
+        (z >> 32) % users.max(1),
         (z & 0xFFFF_FFFF) % 100_000,
         BASE_TS + i as i64,
     )
@@ -21,7 +29,12 @@ pub fn generator_record(i: u64) -> (u64, u64, i64) {
 
 /// Writes event `i` as the JSON value `{"user_id":…,"amount_cents":…,"ts":…}`.
 pub fn write_generator_value(i: u64, out: &mut Vec<u8>) {
-    let (user, amount, ts) = generator_record(i);
+    write_generator_value_among(i, DEFAULT_USERS, out);
+}
+
+/// `write_generator_value` with `users` users.
+pub fn write_generator_value_among(i: u64, users: u64, out: &mut Vec<u8>) {
+    let (user, amount, ts) = generator_record_among(i, users);
     let mut ints = itoa::Buffer::new();
     out.extend_from_slice(b"{\"user_id\":");
     out.extend_from_slice(ints.format(user).as_bytes());
@@ -35,13 +48,19 @@ pub fn write_generator_value(i: u64, out: &mut Vec<u8>) {
 pub struct GeneratorSource {
     next: u64,
     end: u64,
+    users: u64,
 }
 
 impl GeneratorSource {
     pub fn new(events: u64) -> Self {
+        Self::with_users(events, DEFAULT_USERS)
+    }
+
+    pub fn with_users(events: u64, users: u64) -> Self {
         Self {
             next: 0,
             end: events,
+            users,
         }
     }
 }
@@ -55,7 +74,7 @@ impl Source for GeneratorSource {
         let stop = self.end.min(self.next + max as u64);
         for i in self.next..stop {
             let mut value = Vec::with_capacity(64);
-            write_generator_value(i, &mut value);
+            write_generator_value_among(i, self.users, &mut value);
             out.push(SourceRecord {
                 key: None,
                 value,
@@ -70,6 +89,25 @@ impl Source for GeneratorSource {
 
     fn progress(&self) -> (u64, Option<u64>) {
         (self.next, Some(self.end))
+    }
+
+    fn position(&self) -> SourcePosition {
+        vec![SplitPosition {
+            split: "generator".into(),
+            offset: self.next,
+        }]
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
+        let offset = split_offset(position, "generator", "generator")?;
+        if offset > self.end {
+            return Err(ConnectorError::Seek(format!(
+                "the checkpoint is at event {offset} but the generator makes only {}",
+                self.end
+            )));
+        }
+        self.next = offset;
+        Ok(())
     }
 
     fn progress_unit(&self) -> &'static str {

@@ -5,14 +5,19 @@
 //! those. Sources and sinks are built (files opened) before a pipeline
 //! starts, so a bad path fails the start instead of the run.
 
+mod exactly_once_file;
 mod file_source;
 mod generator;
 mod sinks;
 
 use std::path::PathBuf;
 
+pub use exactly_once_file::{ExactlyOnceFileSink, FileSinkState, StagedEpoch};
 pub use file_source::FileSource;
-pub use generator::{GeneratorSource, generator_record, write_generator_value};
+pub use generator::{
+    DEFAULT_USERS, GeneratorSource, generator_record, generator_record_among, write_generator_value,
+    write_generator_value_among,
+};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
 use crate::spec::{SinkSpec, SourceSpec};
@@ -49,12 +54,28 @@ pub enum ConnectorError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot resume the source: {0}")]
+    Seek(String),
+    #[error("cannot resume a sink: {0}")]
+    Resume(String),
     #[error("writing {what}: {source}")]
     Write {
         what: String,
         source: std::io::Error,
     },
 }
+
+/// Where a source is, per split, in the split's own unit (generator index,
+/// file byte offset, Kafka offset): what a checkpoint records and a restore
+/// rewinds to. The split name identifies it across runs ("generator", a
+/// path, "topic/partition").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitPosition {
+    pub split: String,
+    pub offset: u64,
+}
+
+pub type SourcePosition = Vec<SplitPosition>;
 
 /// A bounded or unbounded stream of records.
 pub trait Source: Send {
@@ -73,25 +94,75 @@ pub trait Source: Send {
     fn progress(&self) -> (u64, Option<u64>);
     /// What the progress unit is ("events", "bytes").
     fn progress_unit(&self) -> &'static str;
+    /// The position after the last record read.
+    fn position(&self) -> SourcePosition;
+    /// Rewinds (or forwards) to a position `position` returned, possibly in
+    /// an earlier run; fails if the position does not fit this source.
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError>;
+}
+
+/// The offset of `split` in `position`, or a `Seek` error naming what is wrong.
+fn split_offset(
+    position: &SourcePosition,
+    split: &str,
+    source: &str,
+) -> Result<u64, ConnectorError> {
+    match position.as_slice() {
+        [p] if p.split == split => Ok(p.offset),
+        _ => Err(ConnectorError::Seek(format!(
+            "the checkpoint's source position {position:?} is not one of this {source} source (split {split:?})"
+        ))),
+    }
+}
+
+/// What a checkpoint records of a sink that commits per checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SinkState {
+    File(FileSinkState),
 }
 
 /// A destination for one output.
 pub trait Sink: Send {
     fn write(&mut self, records: &[OutputRecord]) -> Result<(), ConnectorError>;
     fn flush(&mut self) -> Result<(), ConnectorError>;
+    /// At a checkpoint barrier: make everything written so far durable and
+    /// return what a restore needs. `None`: an at-least-once sink.
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<SinkState>, ConnectorError> {
+        self.flush()?;
+        Ok(None)
+    }
+    /// The checkpoint is complete: make what it covers visible.
+    fn commit(&mut self, _checkpoint: u64) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn Source>, ConnectorError> {
     Ok(match spec {
-        SourceSpec::Generator { events } => Box::new(GeneratorSource::new(*events)),
+        SourceSpec::Generator { events, users } => {
+            Box::new(GeneratorSource::with_users(*events, *users))
+        }
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
     })
 }
 
-pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, ConnectorError> {
-    Ok(match spec {
-        SinkSpec::Stdout { .. } => Box::new(StdoutSink),
-        SinkSpec::File { path, .. } => Box::new(FileSink::create(path)?),
-        SinkSpec::Null { .. } => Box::new(NullSink),
+/// How a pipeline opens its sinks.
+pub enum SinkMode<'a> {
+    /// No checkpoints: write as records come.
+    Direct,
+    /// Checkpoints: commit per checkpoint, resuming from `restore` if given.
+    Checkpointed { restore: Option<&'a SinkState> },
+}
+
+pub fn open_sink(spec: &SinkSpec, mode: SinkMode<'_>) -> Result<Box<dyn Sink>, ConnectorError> {
+    Ok(match (spec, mode) {
+        (SinkSpec::Stdout { .. }, _) => Box::new(StdoutSink),
+        (SinkSpec::File { path, .. }, SinkMode::Direct) => Box::new(FileSink::create(path)?),
+        (SinkSpec::File { path, .. }, SinkMode::Checkpointed { restore }) => {
+            let restore = restore.map(|SinkState::File(state)| state);
+            Box::new(ExactlyOnceFileSink::open(path, restore)?)
+        }
+        (SinkSpec::Null { .. }, _) => Box::new(NullSink),
     })
 }

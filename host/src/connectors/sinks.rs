@@ -1,6 +1,7 @@
 //! The sinks of `weir run`: stdout, a JSON-lines file, and null.
 //!
 //! All three are at-least-once: they write what they are given, as it comes.
+//! With checkpoints on, `weir run` uses the exactly-once file sink instead.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -10,7 +11,7 @@ use super::{ConnectorError, OutputRecord, Sink};
 
 /// Appends `value` as one JSON line: as is when it already is JSON, else as a
 /// JSON string, so the output is always valid JSON lines.
-fn write_json_line(out: &mut impl Write, value: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_json_line(out: &mut impl Write, value: &[u8]) -> std::io::Result<()> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok() && !value.contains(&b'\n') {
         out.write_all(value)?;
     } else {

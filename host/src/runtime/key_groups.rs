@@ -25,6 +25,19 @@ pub fn key_group(key: &[u8]) -> u16 {
     (h % u64::from(KEY_GROUPS)) as u16
 }
 
+/// The contiguous key groups `subtask` owns: the inverse of `subtask_of`.
+/// With more subtasks than key groups, a subtask may own none (an empty range).
+pub fn key_group_range(subtask: usize, parallelism: u32) -> std::ops::RangeInclusive<u16> {
+    let start = (0..KEY_GROUPS)
+        .find(|&kg| subtask_of(kg, parallelism) == subtask)
+        .unwrap_or(KEY_GROUPS);
+    let end = (start..KEY_GROUPS)
+        .take_while(|&kg| subtask_of(kg, parallelism) == subtask)
+        .last()
+        .unwrap_or(start);
+    start..=end
+}
+
 /// The subtask that owns `key_group` when the pipeline runs `parallelism` subtasks.
 pub fn subtask_of(key_group: u16, parallelism: u32) -> usize {
     (u32::from(key_group) * parallelism / u32::from(KEY_GROUPS)) as usize

@@ -9,10 +9,12 @@
 //! subtask spends its life in synchronous wasm calls, and a thread per
 //! subtask keeps those off any async executor the control plane uses.
 
+mod coordinator;
 pub(crate) mod json_field;
 pub mod key_groups;
 mod outputs;
 mod pipeline;
+mod sink_task;
 mod source_task;
 mod subtask;
 mod subtask_host;
@@ -20,7 +22,8 @@ pub(crate) mod timer_service;
 pub(crate) mod watermarks;
 
 pub use outputs::RunMetrics;
-pub use pipeline::{Pipeline, RunSummary};
+pub use coordinator::CheckpointStats;
+pub use pipeline::{Pipeline, RunOptions, RunSummary};
 pub use source_task::SourceProgress;
 pub use subtask::SubtaskReport;
 
@@ -41,6 +44,10 @@ pub enum PipelineError {
         kind: String,
         reason: String,
     },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    Restore(#[from] crate::checkpoint::CheckpointError),
     #[error("a sink stopped accepting records")]
     SinkClosed,
     #[error("cannot start a pipeline thread: {0}")]

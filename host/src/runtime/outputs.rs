@@ -75,15 +75,53 @@ impl RunMetrics {
     }
 }
 
-/// Where each output's records go: a producer-side handle, cloned per task.
+/// What a sink thread receives from one producer (the source or a subtask).
+pub(crate) enum SinkMessage {
+    Records {
+        producer: usize,
+        records: Vec<OutputRecord>,
+    },
+    /// The producer's records of checkpoint `id`'s epoch all came before this.
+    Barrier { producer: usize, id: u64 },
+}
+
+/// Where each output's records go: a producer-side handle, one per task.
 #[derive(Clone)]
 pub(crate) struct OutputRouter {
-    sinks: FxHashMap<String, Vec<Sender<Vec<OutputRecord>>>>,
+    producer: usize,
+    sinks: FxHashMap<String, Vec<Sender<SinkMessage>>>,
+    /// Every sink once, for barriers.
+    all: Vec<Sender<SinkMessage>>,
 }
 
 impl OutputRouter {
-    pub(crate) fn new(sinks: FxHashMap<String, Vec<Sender<Vec<OutputRecord>>>>) -> Self {
-        Self { sinks }
+    pub(crate) fn new(sinks: FxHashMap<String, Vec<Sender<SinkMessage>>>) -> Self {
+        let all = sinks.values().flatten().cloned().collect();
+        Self {
+            producer: 0,
+            sinks,
+            all,
+        }
+    }
+
+    /// The handle of producer `producer` (subtasks are `0..p`, the source `p`).
+    pub(crate) fn for_producer(&self, producer: usize) -> Self {
+        Self {
+            producer,
+            ..self.clone()
+        }
+    }
+
+    /// Tells every sink that this producer's epoch `id` is complete.
+    pub(crate) fn barrier(&self, id: u64) -> Result<(), SinkGone> {
+        for sink in &self.all {
+            sink.send(SinkMessage::Barrier {
+                producer: self.producer,
+                id,
+            })
+            .map_err(|_| SinkGone)?;
+        }
+        Ok(())
     }
 
     /// Sends a batch of one output's records to its sinks, blocking while a
@@ -101,11 +139,15 @@ impl OutputRouter {
         let Some(senders) = self.sinks.get(output) else {
             return Ok(());
         };
+        let message = |records| SinkMessage::Records {
+            producer: self.producer,
+            records,
+        };
         if let Some((last, rest)) = senders.split_last() {
             for sender in rest {
-                sender.send(records.clone()).map_err(|_| SinkGone)?;
+                sender.send(message(records.clone())).map_err(|_| SinkGone)?;
             }
-            last.send(records).map_err(|_| SinkGone)?;
+            last.send(message(records)).map_err(|_| SinkGone)?;
         }
         Ok(())
     }

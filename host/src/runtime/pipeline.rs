@@ -1,32 +1,52 @@
-//! Running one pipeline to the end of a bounded source.
+//! Running one pipeline to the end of a bounded source (or to a stop).
 //!
 //! Everything that can fail before the first event (the plugin does not
-//! load, a file cannot be opened, the plugin's `open` refuses) fails here,
-//! before any thread starts. Then: one thread per sink, per subtask and for
-//! the source, joined bounded channels between them; the caller's thread
-//! reports progress until they finish.
+//! load, a file cannot be opened, a checkpoint cannot be restored, the
+//! plugin's `open` refuses) fails here, before any thread starts. Then: one
+//! thread per sink, per subtask and for the source, joined by bounded
+//! channels; the caller's thread coordinates checkpoints and reports
+//! progress until they finish.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use rustc_hash::FxHashMap;
 
 use super::PipelineError;
-use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE};
-use super::source_task::{SourceProgress, SourceTask};
+use super::coordinator::{Ack, CheckpointStats, Coordinator, PipelineIdentity};
+use super::key_groups::key_group_range;
+use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
+use super::sink_task::SinkTask;
+use super::source_task::{SourceCheckpointing, SourceProgress, SourceTask};
 use super::subtask::{Subtask, SubtaskConfig, SubtaskReport};
 use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
-use crate::connectors::{self, OutputRecord};
+use crate::checkpoint::{
+    self, BackendConfig, CheckpointStore, LoadedCheckpoint, PluginIdentity, SinkCheckpoint,
+};
+use crate::connectors::{self, SinkMode, SinkState};
 use crate::engine::Engine;
-use crate::spec::{PipelineSpec, StateBackendKind};
-use crate::state::{KeyedStateBackend, MemoryBackend};
+use crate::spec::{PipelineSpec, SinkSpec};
+use crate::state::RocksDbOptions;
 
 /// Subtask input batches that may queue per subtask: backpressure bound.
 const SUBTASK_QUEUE: usize = 16;
+/// How often the progress callback runs.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How to start a run, beyond its spec.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Resume from this checkpoint or savepoint.
+    pub restore: Option<LoadedCheckpoint>,
+    /// Stop after this many source records (counted from the pipeline's
+    /// first start) with a checkpoint, without draining timers: the state a
+    /// savepoint is taken from.
+    pub stop_after: Option<u64>,
+}
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -43,6 +63,10 @@ pub struct RunSummary {
     /// From `Pipeline::start` to the first event reaching a subtask.
     pub first_event_after: Option<Duration>,
     pub wall_time: Duration,
+    /// `None` when the spec keeps no checkpoints.
+    pub checkpoints: Option<CheckpointStats>,
+    /// True if the run stopped at `stop_after` rather than the end of input.
+    pub stopped: bool,
 }
 
 /// A pipeline whose plugin is loaded and opened, ready to run.
@@ -52,49 +76,79 @@ pub struct Pipeline {
     digest: String,
     subtasks: Vec<Subtask>,
     source: SourceTask,
-    sinks: Vec<(String, JoinHandle<Result<(), PipelineError>>)>,
-    subtask_inputs: Vec<crossbeam_channel::Receiver<super::subtask::SubtaskInput>>,
+    sinks: Vec<(String, SinkTask)>,
+    subtask_inputs: Vec<Receiver<super::subtask::SubtaskInput>>,
     metrics: Arc<RunMetrics>,
     progress: Arc<SourceProgress>,
+    coordinator: Option<(Coordinator, Receiver<Ack>)>,
+    drained: Arc<AtomicUsize>,
+    stopping: bool,
 }
 
 impl Pipeline {
-    /// Loads the plugin, opens the source and sinks, instantiates and opens
-    /// one plugin instance per subtask. `started` is when the user asked.
+    /// Loads the plugin, opens (or restores) the source, sinks and state,
+    /// instantiates and opens one plugin instance per subtask. `started` is
+    /// when the user asked.
     pub fn start(
         engine: &Engine,
         spec: &PipelineSpec,
         component: &[u8],
         started: Instant,
+        options: RunOptions,
     ) -> Result<Self, PipelineError> {
         let plugin = engine.load::<SubtaskHost>(component)?;
-        let source = connectors::open_source(&spec.source)?;
-        let metrics = Arc::new(RunMetrics::default());
-
-        let mut senders: FxHashMap<String, Vec<_>> = FxHashMap::default();
-        let mut opened = Vec::new();
-        for sink_spec in &spec.sinks {
-            opened.push((
-                sink_spec.output().to_owned(),
-                connectors::open_sink(sink_spec)?,
+        let restore = options.restore.as_ref();
+        if let Some(r) = restore {
+            check_compatible(spec, r)?;
+        }
+        if options.stop_after.is_some() && spec.checkpoint.is_none() {
+            return Err(PipelineError::Checkpoint(
+                "stopping with a savepoint needs a [checkpoint] section in the spec".into(),
             ));
         }
+        let mut source = connectors::open_source(&spec.source)?;
+        if let Some(r) = restore {
+            source.seek(&r.manifest.source.position)?;
+        }
+        let metrics = Arc::new(RunMetrics::default());
+        let checkpointing = spec.checkpoint.is_some();
+        let parallelism = spec.parallelism as usize;
+        // Every subtask and the source produce records for the sinks.
+        let producers = parallelism + 1;
+        let (acks_tx, acks_rx) = unbounded::<Ack>();
+        let drained = Arc::new(AtomicUsize::new(0));
+
+        let mut senders: FxHashMap<String, Vec<Sender<SinkMessage>>> = FxHashMap::default();
         let mut sinks = Vec::new();
-        for (output, mut sink) in opened {
-            let (tx, rx) = bounded::<Vec<OutputRecord>>(SINK_QUEUE);
-            senders.entry(output.clone()).or_default().push(tx);
-            let name = format!("weir-sink-{output}");
-            let handle = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || -> Result<(), PipelineError> {
-                    for batch in rx {
-                        sink.write(&batch)?;
-                    }
-                    sink.flush()?;
-                    Ok(())
-                })
-                .map_err(PipelineError::Spawn)?;
-            sinks.push((output, handle));
+        let mut commit_senders = Vec::new();
+        for (index, sink_spec) in spec.sinks.iter().enumerate() {
+            let mode = if checkpointing {
+                SinkMode::Checkpointed {
+                    restore: restore.and_then(|r| sink_state(&r.manifest.sinks, index, sink_spec)),
+                }
+            } else {
+                SinkMode::Direct
+            };
+            let sink = connectors::open_sink(sink_spec, mode)?;
+            let (tx, rx) = bounded::<SinkMessage>(SINK_QUEUE);
+            let (commit_tx, commit_rx) = unbounded::<u64>();
+            senders
+                .entry(sink_spec.output().to_owned())
+                .or_default()
+                .push(tx);
+            commit_senders.push(commit_tx);
+            sinks.push((
+                sink_spec.output().to_owned(),
+                SinkTask {
+                    index,
+                    sink,
+                    producers,
+                    records: rx,
+                    commits: commit_rx,
+                    acks: acks_tx.clone(),
+                    drained: drained.clone(),
+                },
+            ));
         }
         let router = OutputRouter::new(senders);
 
@@ -104,22 +158,45 @@ impl Pipeline {
             call_timeout_ms: spec.limits.call_timeout_ms,
             on_error: spec.on_error,
         });
-        let parallelism = spec.parallelism as usize;
+        let restored_watermark = restore.map_or(i64::MIN, |r| r.manifest.source.watermarks.watermark);
         let mut subtasks = Vec::with_capacity(parallelism);
         let mut inputs = Vec::with_capacity(parallelism);
         let mut subtask_inputs = Vec::with_capacity(parallelism);
         for index in 0..parallelism {
-            let backend: Box<dyn KeyedStateBackend> = match spec.state.backend {
-                StateBackendKind::Memory => Box::new(MemoryBackend::default()),
+            let backend_config = BackendConfig {
+                kind: spec.state.backend,
+                dir: spec
+                    .state
+                    .dir
+                    .join(&spec.name)
+                    .join(format!("subtask-{index}")),
+                rocksdb: RocksDbOptions {
+                    cache_entries: spec.state.cache_entries,
+                    ..RocksDbOptions::default()
+                },
             };
-            let host = SubtaskHost::new(spec.name.clone(), index, backend);
+            let mut host = match restore {
+                Some(r) => {
+                    tracing::info!(subtask = index, "restoring state from {}", r.dir.display());
+                    let restored =
+                        checkpoint::restore_subtask(r, index, spec.parallelism, &backend_config)?;
+                    let mut host = SubtaskHost::new(spec.name.clone(), index, restored.backend);
+                    host.catalog = restored.catalog;
+                    host.timers = restored.timers;
+                    host
+                }
+                None => SubtaskHost::new(spec.name.clone(), index, backend_config.open_empty()?),
+            };
+            host.watermark = restored_watermark;
             subtasks.push(Subtask::start(
                 index,
+                key_group_range(index, spec.parallelism),
                 plugin.clone(),
                 host,
                 config.clone(),
-                router.clone(),
+                router.for_producer(index),
                 metrics.clone(),
+                checkpointing.then(|| acks_tx.clone()),
             )?);
             let (tx, rx) = bounded(SUBTASK_QUEUE);
             inputs.push(tx);
@@ -127,19 +204,59 @@ impl Pipeline {
         }
 
         let event_time = spec.event_time.as_ref();
-        let watermarks = WatermarkTracker::new(
+        let mut watermarks = WatermarkTracker::new(
             source.splits(),
             event_time.map_or(0, |et| et.max_out_of_orderness_ms),
             event_time.and_then(|et| et.idle_timeout_ms),
         );
+        if let Some(r) = restore {
+            watermarks.restore(&r.manifest.source.watermarks);
+        }
+
+        let (trigger_tx, trigger_rx) = bounded::<()>(1);
+        let coordinator = spec.checkpoint.as_ref().map(|c| {
+            let store = CheckpointStore::new(&c.dir, &spec.name);
+            let identity = PipelineIdentity {
+                name: spec.name.clone(),
+                spec: serde_json::to_value(spec).unwrap_or_default(),
+                key_by: spec.key_by.field.clone(),
+                plugin: PluginIdentity {
+                    digest: plugin.digest().to_owned(),
+                    config: spec.plugin.config.clone(),
+                },
+                sinks: spec.sinks.iter().map(|s| (s.output().to_owned(), sink_target(s))).collect(),
+            };
+            let coordinator = Coordinator::new(
+                store,
+                identity,
+                Duration::from_millis(c.interval_ms),
+                c.retain,
+                parallelism,
+                trigger_tx,
+                commit_senders,
+                restore.map(|r| r.manifest.id),
+            );
+            (coordinator, acks_rx)
+        });
         let progress = Arc::new(SourceProgress::default());
         let source = SourceTask {
             source,
+            records_read: restore.map_or(0, |r| r.manifest.source.records),
+            stop_after: options.stop_after,
+            checkpointing: spec.checkpoint.as_ref().map(|c| {
+                let store = CheckpointStore::new(&c.dir, &spec.name);
+                SourceCheckpointing {
+                    next_id: store.next_id(),
+                    store,
+                    trigger: trigger_rx,
+                    acks: acks_tx.clone(),
+                }
+            }),
             timestamps: spec.timestamp_source(),
             keys: spec.key_source(),
             watermarks,
             subtasks: inputs,
-            router,
+            router: router.for_producer(parallelism),
             metrics: metrics.clone(),
             progress: progress.clone(),
         };
@@ -153,6 +270,9 @@ impl Pipeline {
             subtask_inputs,
             metrics,
             progress,
+            coordinator,
+            drained,
+            stopping: options.stop_after.is_some(),
         })
     }
 
@@ -172,8 +292,20 @@ impl Pipeline {
             subtask_inputs,
             metrics,
             progress,
+            coordinator,
+            drained,
+            stopping,
         } = self;
         let run_started = Instant::now();
+        let mut sink_handles = Vec::new();
+        for (output, task) in sinks {
+            let handle = std::thread::Builder::new()
+                .name(format!("weir-sink-{output}"))
+                .spawn(move || task.run())
+                .map_err(PipelineError::Spawn)?;
+            sink_handles.push((output, handle));
+        }
+        let sink_count = sink_handles.len();
         let mut workers: Vec<JoinHandle<Result<SubtaskReport, PipelineError>>> = Vec::new();
         for (subtask, input) in subtasks.into_iter().zip(subtask_inputs) {
             let name = format!("weir-{}-{}", spec.name, workers.len());
@@ -189,11 +321,52 @@ impl Pipeline {
             .spawn(move || source.run())
             .map_err(PipelineError::Spawn)?;
 
-        while !source_handle.is_finished() || workers.iter().any(|w| !w.is_finished()) {
-            on_tick(&metrics, &progress);
-            std::thread::sleep(Duration::from_millis(100));
+        let mut coordinator = coordinator;
+        let mut last_tick = Instant::now();
+        loop {
+            let tasks_done = source_handle.is_finished() && workers.iter().all(|w| w.is_finished());
+            let sinks_done = drained.load(Ordering::SeqCst) == sink_count;
+            match &mut coordinator {
+                None => {
+                    if tasks_done {
+                        break;
+                    }
+                    std::thread::sleep(TICK);
+                }
+                Some((coordinator, acks)) => {
+                    let now = Instant::now();
+                    let wait = (last_tick + TICK)
+                        .min(coordinator.next_due())
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1));
+                    match acks.recv_timeout(wait) {
+                        Ok(ack) => coordinator.handle(ack),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                            // Every task has finished and every sink has
+                            // seen its last barrier: what has not completed
+                            // now never will.
+                            if tasks_done && sinks_done && acks.is_empty() {
+                                if !coordinator.is_idle() {
+                                    coordinator
+                                        .abandon_in_flight("the pipeline stopped before it completed");
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if !tasks_done {
+                        coordinator.maybe_trigger(Instant::now());
+                    }
+                }
+            }
+            if last_tick.elapsed() >= TICK {
+                on_tick(&metrics, &progress);
+                last_tick = Instant::now();
+            }
         }
         on_tick(&metrics, &progress);
+        // Sinks end once no more commits can come.
+        let checkpoint_stats = coordinator.map(|(c, _)| c.stats.clone());
 
         // Join everything, then report the root cause: a sink's own error
         // before the "sink closed" its producers saw, a subtask's before the
@@ -210,7 +383,7 @@ impl Pipeline {
             }
         }
         let mut sink_error = None;
-        for (output, handle) in sinks {
+        for (output, handle) in sink_handles {
             if let Err(e) = join(handle) {
                 tracing::error!(output, "sink failed: {e}");
                 sink_error.get_or_insert(e);
@@ -245,7 +418,52 @@ impl Pipeline {
                 .first_event()
                 .map(|t| t.saturating_duration_since(started)),
             wall_time: run_started.elapsed(),
+            checkpoints: checkpoint_stats,
+            stopped: stopping,
         })
+    }
+}
+
+/// Refuses a restore that would put state where it does not belong.
+fn check_compatible(spec: &PipelineSpec, restore: &LoadedCheckpoint) -> Result<(), PipelineError> {
+    let m = &restore.manifest;
+    if m.key_by != spec.key_by.field {
+        return Err(PipelineError::Restore(crate::checkpoint::CheckpointError::Incompatible(
+            format!(
+                "{} keyed its state by {:?}, this spec keys by {:?}; keyed state would be split (start over with --fresh)",
+                restore.dir.display(),
+                m.key_by,
+                spec.key_by.field
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Where a sink writes, to recognise it across runs.
+fn sink_target(spec: &SinkSpec) -> Option<String> {
+    match spec {
+        SinkSpec::File { path, .. } => Some(path.display().to_string()),
+        SinkSpec::Stdout { .. } | SinkSpec::Null { .. } => None,
+    }
+}
+
+/// The recorded state of sink `index` if the checkpoint's sink there is the
+/// same sink (same output, same target); else it starts fresh.
+fn sink_state<'a>(
+    recorded: &'a [SinkCheckpoint],
+    index: usize,
+    spec: &SinkSpec,
+) -> Option<&'a SinkState> {
+    let r = recorded.get(index)?;
+    if r.output == spec.output() && r.target == sink_target(spec) {
+        r.state.as_ref()
+    } else {
+        tracing::warn!(
+            output = spec.output(),
+            "sink {index} differs from the checkpoint's; it starts empty"
+        );
+        None
     }
 }
 

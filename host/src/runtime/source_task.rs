@@ -10,15 +10,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_channel::Sender;
+use std::path::PathBuf;
+
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 
+use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
 use super::outputs::{OutputRouter, RunMetrics};
 use super::subtask::SubtaskInput;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
+use crate::checkpoint::{CheckpointStore, SourceCheckpoint};
 use crate::connectors::{OutputRecord, Source, SourceRecord};
 use crate::engine::Event;
 use crate::spec::{DEAD_LETTER_OUTPUT, KeySource, TimestampSource};
@@ -33,8 +37,22 @@ pub struct SourceProgress {
     pub total: AtomicU64,
 }
 
+/// What the source needs to start checkpoints.
+pub(crate) struct SourceCheckpointing {
+    pub(crate) store: CheckpointStore,
+    pub(crate) next_id: u64,
+    /// Requests from the coordinator.
+    pub(crate) trigger: Receiver<()>,
+    pub(crate) acks: Sender<Ack>,
+}
+
 pub(crate) struct SourceTask {
     pub(crate) source: Box<dyn Source>,
+    /// Records read since the pipeline first started (across restores).
+    pub(crate) records_read: u64,
+    /// Stop (with a checkpoint, without draining) after this many records.
+    pub(crate) stop_after: Option<u64>,
+    pub(crate) checkpointing: Option<SourceCheckpointing>,
     pub(crate) timestamps: Option<TimestampSource>,
     pub(crate) keys: KeySource,
     pub(crate) watermarks: WatermarkTracker,
@@ -54,10 +72,31 @@ impl SourceTask {
     pub(crate) fn run(mut self) -> Result<(), PipelineError> {
         let parallelism = self.subtasks.len();
         let mut records: Vec<SourceRecord> = Vec::with_capacity(BATCH);
-        let mut watermark = i64::MIN;
+        let mut watermark = self.watermarks.current();
         loop {
+            if self.stop_after.is_some_and(|stop| self.records_read >= stop) {
+                return self.stop();
+            }
+            let requested = self
+                .checkpointing
+                .as_ref()
+                .is_some_and(|c| c.trigger.try_recv().is_ok());
+            if requested && !self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
+                id,
+                dir,
+                stop: false,
+            })? {
+                return Ok(());
+            }
             records.clear();
-            let more = self.source.read_batch(&mut records, BATCH)?;
+            // Batches end at multiples of BATCH from the very first record,
+            // so a restored run sees the watermarks an uninterrupted one does.
+            let mut max = BATCH - (self.records_read % BATCH as u64) as usize;
+            if let Some(stop) = self.stop_after {
+                max = max.min((stop - self.records_read) as usize);
+            }
+            let more = self.source.read_batch(&mut records, max)?;
+            self.records_read += records.len() as u64;
             let now = now_ms();
             let mut batches: Vec<(Vec<Event>, Vec<u16>)> = (0..parallelism)
                 .map(|_| {
@@ -134,10 +173,67 @@ impl SourceTask {
                 break;
             }
         }
-        for subtask in &self.subtasks {
-            let _ = subtask.send(SubtaskInput::End);
+        if self.checkpointing.is_some() {
+            // The final checkpoint commits the sinks' last epoch.
+            self.checkpoint_barrier(true, |id, dir| SubtaskInput::End {
+                checkpoint: Some((id, dir)),
+            })?;
+        } else {
+            for subtask in &self.subtasks {
+                let _ = subtask.send(SubtaskInput::End { checkpoint: None });
+            }
         }
         Ok(())
+    }
+
+    /// Stops without draining: a last checkpoint, then every task ends.
+    fn stop(&mut self) -> Result<(), PipelineError> {
+        self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
+            id,
+            dir,
+            stop: true,
+        })?;
+        Ok(())
+    }
+
+    /// Starts a checkpoint: records the position, then sends `message` (a
+    /// barrier, or the end of input carrying one) to every subtask and a
+    /// barrier to every sink. Returns false if a subtask has hung up.
+    /// `finished`: taken at the end of input.
+    fn checkpoint_barrier(
+        &mut self,
+        finished: bool,
+        message: impl Fn(u64, Arc<PathBuf>) -> SubtaskInput,
+    ) -> Result<bool, PipelineError> {
+        let Some(c) = self.checkpointing.as_mut() else {
+            return Ok(true);
+        };
+        let id = c.next_id;
+        c.next_id += 1;
+        let dir = Arc::new(
+            c.store
+                .in_progress_dir(id)
+                .map_err(|e| PipelineError::Checkpoint(e.to_string()))?,
+        );
+        let _ = c.acks.send(Ack::Source {
+            id,
+            created_ms: now_ms(),
+            source: SourceCheckpoint {
+                position: self.source.position(),
+                records: self.records_read,
+                watermarks: self.watermarks.snapshot(),
+            },
+            finished,
+        });
+        for subtask in &self.subtasks {
+            if subtask.send(message(id, dir.clone())).is_err() {
+                return Ok(false);
+            }
+        }
+        self.router
+            .barrier(id)
+            .map_err(|_| PipelineError::SinkClosed)?;
+        Ok(true)
     }
 
     /// The key and event time of a record.

@@ -8,16 +8,20 @@
 //! `dead-letter` (or the pipeline fails, by policy) and a trapped instance is
 //! replaced by a fresh one before the next item.
 
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
+use super::coordinator::Ack;
 use super::outputs::{OutputRouter, RunMetrics, SinkGone};
 use super::subtask_host::{BatchScope, SubtaskHost};
 use super::timer_service::{FiredTimer, TimeDomain};
 use super::{PipelineError, now_ms};
+use crate::checkpoint;
 use crate::connectors::OutputRecord;
 use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
@@ -31,8 +35,18 @@ pub(crate) enum SubtaskInput {
         key_groups: Vec<u16>,
         watermark: i64,
     },
-    /// The bounded source is exhausted: the watermark goes to +∞.
-    End,
+    /// Snapshot for checkpoint `id` into `dir`, then pass the barrier on to
+    /// the sinks; with `stop`, then end (without draining).
+    Barrier {
+        id: u64,
+        dir: Arc<PathBuf>,
+        stop: bool,
+    },
+    /// The bounded source is exhausted: the watermark goes to +∞, due timers
+    /// fire, and the final checkpoint (if any) is taken.
+    End {
+        checkpoint: Option<(u64, Arc<PathBuf>)>,
+    },
 }
 
 /// The most timers handed to the plugin in one call.
@@ -58,6 +72,9 @@ pub(crate) struct SubtaskConfig {
 
 pub(crate) struct Subtask {
     index: usize,
+    key_groups: RangeInclusive<u16>,
+    /// Where checkpoint parts go; `None` when the pipeline keeps none.
+    acks: Option<Sender<Ack>>,
     plugin: Plugin<SubtaskHost>,
     instance: Option<PluginInstance<SubtaskHost>>,
     config: Arc<SubtaskConfig>,
@@ -75,22 +92,28 @@ enum Call {
 
 impl Subtask {
     /// Instantiates the plugin and calls `open`; fails if the plugin refuses.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         index: usize,
+        key_groups: RangeInclusive<u16>,
         plugin: Plugin<SubtaskHost>,
         host: SubtaskHost,
         config: Arc<SubtaskConfig>,
         router: OutputRouter,
         metrics: Arc<RunMetrics>,
+        acks: Option<Sender<Ack>>,
     ) -> Result<Self, PipelineError> {
+        let watermark = host.watermark;
         let mut subtask = Self {
             index,
+            key_groups,
+            acks,
             plugin,
             instance: None,
             config,
             router,
             metrics,
-            watermark: i64::MIN,
+            watermark,
         };
         subtask.instantiate(host)?;
         Ok(subtask)
@@ -162,14 +185,48 @@ impl Subtask {
                     self.advance_watermark(watermark)?;
                     self.fire_processing_timers()?;
                 }
-                Some(SubtaskInput::End) => {
+                Some(SubtaskInput::Barrier { id, dir, stop }) => {
+                    self.checkpoint(id, &dir)?;
+                    if stop {
+                        return Ok(self.finish());
+                    }
+                }
+                Some(SubtaskInput::End { checkpoint }) => {
                     self.advance_watermark(i64::MAX)?;
+                    if let Some((id, dir)) = checkpoint {
+                        self.checkpoint(id, &dir)?;
+                    }
                     return Ok(self.finish());
                 }
                 // The source stopped without `End`: it failed, and reports why.
                 None => return Ok(self.finish()),
             }
         }
+    }
+
+    /// Writes this subtask's part of checkpoint `id` and passes the barrier
+    /// on. A snapshot that fails fails the checkpoint, not the pipeline.
+    fn checkpoint(&mut self, id: u64, dir: &std::path::Path) -> Result<(), PipelineError> {
+        let Some(acks) = self.acks.clone() else {
+            return Ok(());
+        };
+        let index = self.index;
+        let key_groups = self.key_groups.clone();
+        let host = self.instance().host();
+        let result = checkpoint::write_subtask(
+            dir,
+            index,
+            key_groups,
+            host.backend.as_mut(),
+            &host.catalog,
+            &host.timers,
+        )
+        .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(checkpoint = id, "snapshot failed: {e}");
+        }
+        let _ = acks.send(Ack::Subtask { id, index, result });
+        self.router.barrier(id).map_err(sink_gone)
     }
 
     fn finish(&mut self) -> SubtaskReport {

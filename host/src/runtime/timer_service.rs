@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum TimeDomain {
     EventTime,
     ProcessingTime,

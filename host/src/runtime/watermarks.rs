@@ -53,7 +53,7 @@ impl Split {
 
 /// Enough to rebuild a tracker after a restore: the combined watermark and
 /// each split's highest timestamp (`i64::MIN` if it saw none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WatermarkSnapshot {
     pub(crate) watermark: i64,
     pub(crate) split_max_timestamps: Vec<i64>,

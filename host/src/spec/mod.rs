@@ -31,6 +31,14 @@ pub struct PipelineSpec {
     pub state: StateSpec,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Periodic checkpoints; without this section a run keeps no checkpoints
+    /// and cannot resume.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointSpec>,
+    /// A savepoint (or checkpoint) directory to start from when the pipeline
+    /// has no checkpoint of its own yet.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
     /// What happens when the plugin traps, times out, hits its memory cap or
     /// rejects an event.
     #[serde(default)]
@@ -47,9 +55,18 @@ fn default_parallelism() -> u32 {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SourceSpec {
     /// The fixed test generator (see `connectors::generator`).
-    Generator { events: u64 },
+    Generator {
+        events: u64,
+        /// Distinct users (keys); the fixed workloads use the default 100 000.
+        #[serde(default = "default_users")]
+        users: u64,
+    },
     /// JSON lines from a file; one event per non-empty line.
     File { path: PathBuf },
+}
+
+fn default_users() -> u64 {
+    crate::connectors::DEFAULT_USERS
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,11 +103,36 @@ pub struct PluginSpec {
     pub config: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSpec {
     #[serde(default)]
     pub backend: StateBackendKind,
+    /// Where the RocksDB backend keeps its working databases (scratch space:
+    /// durability comes from checkpoints); `<dir>/<pipeline>/subtask-<i>`.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// RocksDB: value-state entries held in the write-back cache.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("weir-data/state")
+}
+
+fn default_cache_entries() -> usize {
+    crate::state::RocksDbOptions::default().cache_entries
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        Self {
+            backend: StateBackendKind::default(),
+            dir: default_state_dir(),
+            cache_entries: default_cache_entries(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +140,33 @@ pub struct StateSpec {
 pub enum StateBackendKind {
     #[default]
     Memory,
+    Rocksdb,
+}
+
+/// Consistent snapshots of the whole pipeline, kept under
+/// `<dir>/<pipeline>/chk-<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_checkpoint_dir")]
+    pub dir: PathBuf,
+    /// How many complete checkpoints to keep (the newest ones).
+    #[serde(default = "default_checkpoint_retain")]
+    pub retain: usize,
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    10_000
+}
+
+fn default_checkpoint_dir() -> PathBuf {
+    PathBuf::from("weir-data/checkpoints")
+}
+
+fn default_checkpoint_retain() -> usize {
+    3
 }
 
 /// The sandbox of one plugin instance.
@@ -149,7 +218,8 @@ pub enum OnError {
 pub enum SinkSpec {
     /// One JSON line per record on standard output (at-least-once).
     Stdout { output: String },
-    /// JSON lines written to a file.
+    /// JSON lines written to a file; exactly-once when the pipeline keeps
+    /// checkpoints (records become visible when their checkpoint completes).
     File { output: String, path: PathBuf },
     /// Counts records and drops them.
     Null { output: String },

@@ -3,10 +3,16 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{KeySource, PipelineSpec, SinkSpec, SourceSpec, TimestampSource};
+use super::{
+    KeySource, PipelineSpec, SinkSpec, SourceSpec, StateBackendKind, TimestampSource,
+};
 use crate::runtime::json_field::JsonPointer;
 
+/// Checkpoints more often than this cost more than they save.
+pub const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
+
 /// The most subtasks a pipeline can have: one per key group.
+
 pub const MAX_PARALLELISM: u32 = crate::runtime::key_groups::KEY_GROUPS as u32;
 /// The largest per-instance memory cap the engine's pool is sized for.
 pub const MAX_MEMORY_MB: u64 = 4096;
@@ -79,7 +85,12 @@ impl PipelineSpec {
             ));
         }
         let source_name = match &self.source {
-            SourceSpec::Generator { .. } => "generator",
+            SourceSpec::Generator { users, .. } => {
+                if *users == 0 {
+                    return Err(field("source.users", "must be at least 1"));
+                }
+                "generator"
+            }
             SourceSpec::File { path } => {
                 if path.as_os_str().is_empty() {
                     return Err(field("source.path", "must not be empty"));
@@ -148,6 +159,41 @@ impl PipelineSpec {
                     self.limits.memory_mb
                 ),
             ));
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            if checkpoint.interval_ms < MIN_CHECKPOINT_INTERVAL_MS {
+                return Err(field(
+                    "checkpoint.interval_ms",
+                    format!(
+                        "must be at least {MIN_CHECKPOINT_INTERVAL_MS}, got {}",
+                        checkpoint.interval_ms
+                    ),
+                ));
+            }
+            if checkpoint.retain == 0 {
+                return Err(field(
+                    "checkpoint.retain",
+                    "must keep at least 1 checkpoint",
+                ));
+            }
+            if checkpoint.dir.as_os_str().is_empty() {
+                return Err(field("checkpoint.dir", "must not be empty"));
+            }
+        }
+        if self.state.backend == StateBackendKind::Rocksdb {
+            if self.state.dir.as_os_str().is_empty() {
+                return Err(field("state.dir", "must not be empty"));
+            }
+            if self.state.cache_entries == 0 {
+                return Err(field("state.cache_entries", "must be at least 1"));
+            }
+        }
+        if self
+            .restore_from
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(field("restore_from", "must not be empty"));
         }
         let mut file_paths = HashSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {

@@ -8,7 +8,8 @@ use rustc_hash::FxHashMap;
 
 pub type StateId = u32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StateKind {
     Value,
     Map,
@@ -64,6 +65,11 @@ impl StateCatalog {
 
     pub fn kind(&self, id: StateId) -> StateKind {
         self.names[id as usize].1
+    }
+
+    /// Every declared state, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, StateKind)> {
+        self.names.iter().map(|(name, kind)| (name.as_str(), *kind))
     }
 }
 

@@ -8,7 +8,12 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use super::{KeyState, KeyedStateBackend, MapEntries, StateError, StateId};
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use super::{
+    EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
+};
 use crate::runtime::key_groups::KEY_GROUPS;
 
 #[derive(Default)]
@@ -235,6 +240,84 @@ impl KeyedStateBackend for MemoryBackend {
             lists: entry.lists.clone(),
         })
     }
+
+    fn export(&mut self, sink: &mut EntrySink<'_>) -> Result<(), StateError> {
+        for (kg, group) in self.groups.iter().enumerate() {
+            let kg = kg as u16;
+            for (key, entry) in group {
+                for (state, value) in &entry.values {
+                    sink(StateEntry::Value {
+                        kg,
+                        state: *state,
+                        key: key.to_vec(),
+                        value: value.clone(),
+                    })?;
+                }
+                for (state, map) in &entry.maps {
+                    for (map_key, value) in map {
+                        sink(StateEntry::MapEntry {
+                            kg,
+                            state: *state,
+                            key: key.to_vec(),
+                            map_key: map_key.clone(),
+                            value: value.clone(),
+                        })?;
+                    }
+                }
+                for (state, items) in &entry.lists {
+                    sink(StateEntry::List {
+                        kg,
+                        state: *state,
+                        key: key.to_vec(),
+                        items: items.clone(),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, entry: StateEntry) -> Result<(), StateError> {
+        match entry {
+            StateEntry::Value {
+                kg,
+                state,
+                key,
+                value,
+            } => self.value_set(kg, state, &key, value),
+            StateEntry::MapEntry {
+                kg,
+                state,
+                key,
+                map_key,
+                value,
+            } => self.map_put(kg, state, &key, map_key, value),
+            StateEntry::List {
+                kg,
+                state,
+                key,
+                items,
+            } => {
+                for item in items {
+                    self.list_append(kg, state, &key, item)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn retain_key_groups(&mut self, keep: RangeInclusive<u16>) -> Result<(), StateError> {
+        for (kg, group) in self.groups.iter_mut().enumerate() {
+            if !keep.contains(&(kg as u16)) {
+                *group = Group::default();
+            }
+        }
+        Ok(())
+    }
+
+    fn native_checkpoint(&mut self, _dir: &Path) -> Result<bool, StateError> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +364,30 @@ mod tests {
         b.map_remove(0, 0, b"k", b"a").unwrap();
         b.map_remove(0, 0, b"k", b"b").unwrap();
         assert_eq!(b.key_count(), 0);
+    }
+
+    #[test]
+    fn export_then_import_restores_the_same_state() {
+        let mut b = MemoryBackend::default();
+        b.value_set(1, 0, b"a", b"v".to_vec()).unwrap();
+        b.map_put(1, 1, b"a", b"m".to_vec(), b"x".to_vec()).unwrap();
+        b.list_append(100, 2, b"z", b"1".to_vec()).unwrap();
+        b.list_append(100, 2, b"z", b"2".to_vec()).unwrap();
+        let mut entries = Vec::new();
+        b.export(&mut |e| {
+            entries.push(e);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(entries.len(), 3);
+        let mut restored = MemoryBackend::default();
+        for e in entries {
+            restored.import(e).unwrap();
+        }
+        assert_eq!(restored.key_state(1, b"a").unwrap(), b.key_state(1, b"a").unwrap());
+        assert_eq!(restored.list_read(100, 2, b"z").unwrap().len(), 2);
+        restored.retain_key_groups(0..=63).unwrap();
+        assert_eq!(restored.key_count(), 1);
     }
 
     #[test]

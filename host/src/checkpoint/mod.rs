@@ -1,0 +1,183 @@
+//! Checkpoints and savepoints: consistent snapshots of a whole pipeline.
+//!
+//! A checkpoint is a directory `chk-<id>` under `<checkpoint.dir>/<pipeline>`
+//! holding one snapshot per subtask (keyed state, pending timers, declared
+//! states) and a `MANIFEST.json` with the source position, the watermark,
+//! the sinks' commit state, the plugin identity, the spec, and the size and
+//! CRC32 of every file. It is written as `chk-<id>.inprogress` and renamed
+//! once complete, so a half-written checkpoint never looks like one; a
+//! restore checks every file against the manifest and falls back to the
+//! previous checkpoint when one does not match.
+//!
+//! Keyed state is stored either natively (a RocksDB checkpoint: hard-linked
+//! SST files, so unchanged data is not copied again) or portably (framed
+//! postcard records, backend-independent). A savepoint is a checkpoint whose
+//! state is all portable and that lives wherever the user puts it.
+//!
+//! This module owns the on-disk format and restore; the runtime decides when
+//! to snapshot and carries the barriers.
+
+mod frames;
+mod snapshot;
+mod store;
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use snapshot::{BackendConfig, restore_subtask, write_subtask};
+pub use store::{CheckpointStore, LoadedCheckpoint, export_savepoint, load_checkpoint};
+
+use crate::connectors::{SinkState, SourcePosition};
+use crate::runtime::watermarks::WatermarkSnapshot;
+use crate::state::{StateError, StateKind};
+
+pub const MANIFEST: &str = "MANIFEST.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("the checkpoint cannot be restored into this pipeline: {0}")]
+    Incompatible(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl CheckpointError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        CheckpointError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// What a checkpoint or savepoint is, in `MANIFEST.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: u64,
+    pub kind: SnapshotKind,
+    /// Wall clock (ms since the Unix epoch) when it was triggered.
+    pub created_ms: i64,
+    /// From trigger to complete.
+    pub duration_ms: u64,
+    /// Bytes of all its files (shared hard links counted in full).
+    pub size_bytes: u64,
+    /// Taken at the end of a bounded source: nothing is left to process.
+    pub finished: bool,
+    pub pipeline: String,
+    /// The spec it was taken with (for people and for compatibility checks).
+    pub spec: serde_json::Value,
+    pub key_by: String,
+    pub plugin: PluginIdentity,
+    pub source: SourceCheckpoint,
+    pub subtasks: Vec<SubtaskCheckpoint>,
+    pub sinks: Vec<SinkCheckpoint>,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginIdentity {
+    pub digest: String,
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceCheckpoint {
+    pub position: SourcePosition,
+    /// Records read before the position: batches are cut at multiples of
+    /// the batch size from here on, as in a run that never stopped.
+    pub records: u64,
+    pub(crate) watermarks: WatermarkSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubtaskCheckpoint {
+    pub index: usize,
+    pub key_groups: [u16; 2],
+    /// Declared states in id order: entries refer to states by index here.
+    pub states: Vec<DeclaredState>,
+    pub state: StateFiles,
+    /// Frame file of pending timers.
+    pub timers: String,
+    pub timer_count: u64,
+}
+
+impl SubtaskCheckpoint {
+    pub fn key_group_range(&self) -> RangeInclusive<u16> {
+        self.key_groups[0]..=self.key_groups[1]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredState {
+    pub name: String,
+    pub kind: StateKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum StateFiles {
+    /// A frame file of `StateEntry` records.
+    Portable { file: String, entries: u64 },
+    /// A RocksDB checkpoint directory.
+    Rocksdb { dir: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SinkCheckpoint {
+    pub index: usize,
+    pub output: String,
+    /// Where it writes, to match it on restore (`None` for stdout/null).
+    pub target: Option<String>,
+    pub state: Option<SinkState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the checkpoint directory.
+    pub path: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// Where a run of `spec` starts: its own newest usable checkpoint, else the
+/// spec's `restore_from`, else nothing. `fresh` forgets its own checkpoints
+/// first. Unusable checkpoints are reported through `report` and skipped; a
+/// `restore_from` that does not verify is an error (the user asked for it).
+pub fn resume_point(
+    spec: &crate::spec::PipelineSpec,
+    fresh: bool,
+    mut report: impl FnMut(&str),
+) -> Result<Option<LoadedCheckpoint>, CheckpointError> {
+    if let Some(c) = &spec.checkpoint {
+        let store = CheckpointStore::new(&c.dir, &spec.name);
+        if fresh {
+            store.clear()?;
+        } else if let Some(latest) = store.latest_valid(&mut report) {
+            return Ok(Some(latest));
+        }
+    }
+    match &spec.restore_from {
+        Some(path) => load_checkpoint(path).map(Some).map_err(|e| {
+            CheckpointError::Corrupt(format!("restore_from {}: {e}", path.display()))
+        }),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,287 @@
+//! One subtask's part of a checkpoint: written from its backend, timers and
+//! declared states; restored into a subtask that may own other key groups.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::frames::{FrameWriter, read_frames};
+use super::store::LoadedCheckpoint;
+use super::{CheckpointError, DeclaredState, StateFiles, SubtaskCheckpoint};
+use crate::runtime::key_groups::key_group_range;
+use crate::runtime::timer_service::{TimeDomain, TimerService};
+use crate::spec::StateBackendKind;
+use crate::state::{
+    KeyedStateBackend, MemoryBackend, RocksDbBackend, RocksDbOptions, StateCatalog, StateEntry,
+    StateId, read_rocksdb_checkpoint,
+};
+
+/// One pending timer in a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct TimerRecord {
+    domain: TimeDomain,
+    kg: u16,
+    key: Vec<u8>,
+    ts: i64,
+}
+
+/// How a subtask's state backend is made.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendConfig {
+    pub(crate) kind: StateBackendKind,
+    /// RocksDB: the working database of this subtask.
+    pub(crate) dir: PathBuf,
+    pub(crate) rocksdb: RocksDbOptions,
+}
+
+impl BackendConfig {
+    pub(crate) fn open_empty(&self) -> Result<Box<dyn KeyedStateBackend>, CheckpointError> {
+        Ok(match self.kind {
+            StateBackendKind::Memory => Box::new(MemoryBackend::default()),
+            StateBackendKind::Rocksdb => {
+                Box::new(RocksDbBackend::open(&self.dir, self.rocksdb.clone())?)
+            }
+        })
+    }
+}
+
+/// Writes subtask `index`'s snapshot under `checkpoint_dir/subtask-<index>`.
+pub(crate) fn write_subtask(
+    checkpoint_dir: &Path,
+    index: usize,
+    key_groups: RangeInclusive<u16>,
+    backend: &mut dyn KeyedStateBackend,
+    catalog: &StateCatalog,
+    timers: &TimerService,
+) -> Result<SubtaskCheckpoint, CheckpointError> {
+    let rel = format!("subtask-{index}");
+    let dir = checkpoint_dir.join(&rel);
+    std::fs::create_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
+
+    let native = format!("{rel}/rocksdb");
+    let state = if backend.native_checkpoint(&checkpoint_dir.join(&native))? {
+        StateFiles::Rocksdb { dir: native }
+    } else {
+        let file = format!("{rel}/state.bin");
+        let mut out = FrameWriter::create(&checkpoint_dir.join(&file))?;
+        let mut failed = None;
+        backend.export(&mut |entry| {
+            if let Err(e) = out.write(&entry) {
+                failed = Some(e);
+                return Err(crate::state::StateError::Io("snapshot write failed".into()));
+            }
+            Ok(())
+        })
+        .map_err(|e| failed.take().unwrap_or(e.into()))?;
+        let entries = out.finish()?;
+        StateFiles::Portable { file, entries }
+    };
+
+    let timers_file = format!("{rel}/timers.bin");
+    let mut out = FrameWriter::create(&checkpoint_dir.join(&timers_file))?;
+    for t in timers.iter() {
+        out.write(&TimerRecord {
+            domain: t.domain,
+            kg: t.key_group,
+            key: t.key.to_vec(),
+            ts: t.timestamp,
+        })?;
+    }
+    let timer_count = out.finish()?;
+
+    Ok(SubtaskCheckpoint {
+        index,
+        key_groups: [*key_groups.start(), *key_groups.end()],
+        states: catalog
+            .entries()
+            .map(|(name, kind)| DeclaredState {
+                name: name.to_owned(),
+                kind,
+            })
+            .collect(),
+        state,
+        timers: timers_file,
+        timer_count,
+    })
+}
+
+/// What a subtask starts from after a restore.
+pub(crate) struct RestoredSubtask {
+    pub(crate) backend: Box<dyn KeyedStateBackend>,
+    pub(crate) catalog: StateCatalog,
+    pub(crate) timers: TimerService,
+}
+
+/// Builds the state of subtask `index` of `parallelism` from a checkpoint
+/// taken at any parallelism: the key groups it now owns are gathered from
+/// whichever old subtasks held them.
+pub(crate) fn restore_subtask(
+    checkpoint: &LoadedCheckpoint,
+    index: usize,
+    parallelism: u32,
+    config: &BackendConfig,
+) -> Result<RestoredSubtask, CheckpointError> {
+    let owned = key_group_range(index, parallelism);
+    let sources: Vec<&SubtaskCheckpoint> = checkpoint
+        .manifest
+        .subtasks
+        .iter()
+        .filter(|s| overlap(&s.key_group_range(), &owned).is_some())
+        .collect();
+
+    let mut catalog = StateCatalog::default();
+    let mut timers = TimerService::new();
+    // Same key groups, RocksDB on both sides: link the checkpoint's files
+    // in, and the declared states keep their ids. Otherwise gather entries.
+    let native = match sources.as_slice() {
+        [only] if config.kind == StateBackendKind::Rocksdb && only.key_group_range() == owned => {
+            match &only.state {
+                StateFiles::Rocksdb { dir } => Some((*only, dir)),
+                StateFiles::Portable { .. } => None,
+            }
+        }
+        _ => None,
+    };
+    let backend = if let Some((only, dir)) = native {
+        for s in &only.states {
+            declare(&mut catalog, s)?;
+        }
+        Box::new(RocksDbBackend::restore(
+            &checkpoint.dir.join(dir),
+            &config.dir,
+            config.rocksdb.clone(),
+        )?) as Box<dyn KeyedStateBackend>
+    } else {
+        let mut backend = config.open_empty()?;
+        for source in &sources {
+            let ids: Vec<StateId> = source
+                .states
+                .iter()
+                .map(|s| declare(&mut catalog, s))
+                .collect::<Result<_, _>>()?;
+            let range = overlap(&source.key_group_range(), &owned).unwrap_or(owned.clone());
+            import_state(checkpoint, source, &ids, range, backend.as_mut())?;
+        }
+        backend
+    };
+    for source in &sources {
+        read_frames(&checkpoint.dir.join(&source.timers), |t: TimerRecord| {
+            if owned.contains(&t.kg) {
+                timers.register(t.domain, t.kg, &t.key, t.ts);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(RestoredSubtask {
+        backend,
+        catalog,
+        timers,
+    })
+}
+
+fn declare(catalog: &mut StateCatalog, state: &DeclaredState) -> Result<StateId, CheckpointError> {
+    catalog
+        .declare(&state.name, state.kind)
+        .map_err(CheckpointError::Incompatible)
+}
+
+/// Loads the entries of `range` from one old subtask, renumbering states.
+fn import_state(
+    checkpoint: &LoadedCheckpoint,
+    source: &SubtaskCheckpoint,
+    ids: &[StateId],
+    range: RangeInclusive<u16>,
+    backend: &mut dyn KeyedStateBackend,
+) -> Result<(), CheckpointError> {
+    let renumber = |entry: StateEntry| -> Result<StateEntry, CheckpointError> {
+        let map = |state: StateId| {
+            ids.get(state as usize).copied().ok_or_else(|| {
+                CheckpointError::Corrupt(format!(
+                    "subtask {} has an entry of undeclared state {state}",
+                    source.index
+                ))
+            })
+        };
+        Ok(match entry {
+            StateEntry::Value {
+                kg,
+                state,
+                key,
+                value,
+            } => StateEntry::Value {
+                kg,
+                state: map(state)?,
+                key,
+                value,
+            },
+            StateEntry::MapEntry {
+                kg,
+                state,
+                key,
+                map_key,
+                value,
+            } => StateEntry::MapEntry {
+                kg,
+                state: map(state)?,
+                key,
+                map_key,
+                value,
+            },
+            StateEntry::List {
+                kg,
+                state,
+                key,
+                items,
+            } => StateEntry::List {
+                kg,
+                state: map(state)?,
+                key,
+                items,
+            },
+        })
+    };
+    match &source.state {
+        StateFiles::Portable { file, .. } => {
+            read_frames(&checkpoint.dir.join(file), |entry: StateEntry| {
+                if range.contains(&entry.key_group()) {
+                    backend.import(renumber(entry)?)?;
+                }
+                Ok(())
+            })?;
+        }
+        StateFiles::Rocksdb { dir } => {
+            let mut failed = None;
+            read_rocksdb_checkpoint(&checkpoint.dir.join(dir), range, &mut |entry| {
+                match renumber(entry) {
+                    Ok(entry) => backend.import(entry),
+                    Err(e) => {
+                        let message = e.to_string();
+                        failed = Some(e);
+                        Err(crate::state::StateError::Corrupt(message))
+                    }
+                }
+            })
+            .map_err(|e| failed.take().unwrap_or(e.into()))?;
+        }
+    }
+    Ok(())
+}
+
+fn overlap(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> Option<RangeInclusive<u16>> {
+    let start = *a.start().max(b.start());
+    let end = *a.end().min(b.end());
+    (start <= end).then_some(start..=end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlaps_of_key_group_ranges() {
+        assert_eq!(overlap(&(0..=63), &(32..=127)), Some(32..=63));
+        assert_eq!(overlap(&(0..=41), &(42..=84)), None);
+        assert_eq!(overlap(&(0..=127), &(5..=5)), Some(5..=5));
+    }
+}

@@ -1,0 +1,105 @@
+//! One sink thread: writes one sink's records and takes part in checkpoints.
+//!
+//! Every producer (each subtask and the source) sends a barrier after its
+//! last record of a checkpoint's epoch. Records a producer sends after its
+//! barrier wait until every producer's barrier is in (alignment), so what
+//! the sink pre-commits for a checkpoint is exactly that checkpoint's epoch.
+//! When the coordinator reports the checkpoint complete, the sink commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::PipelineError;
+use super::coordinator::Ack;
+use super::outputs::SinkMessage;
+use crate::connectors::Sink;
+
+pub(crate) struct SinkTask {
+    pub(crate) index: usize,
+    pub(crate) sink: Box<dyn Sink>,
+    pub(crate) producers: usize,
+    pub(crate) records: Receiver<SinkMessage>,
+    /// Ids of completed checkpoints, from the coordinator.
+    pub(crate) commits: Receiver<u64>,
+    pub(crate) acks: Sender<Ack>,
+    /// Counts sinks whose producers have all hung up.
+    pub(crate) drained: Arc<AtomicUsize>,
+}
+
+/// Barrier alignment across producers.
+struct Alignment {
+    aligned: Vec<bool>,
+    arrived: usize,
+    /// Messages of aligned producers, in arrival order (per producer, FIFO).
+    held: Vec<SinkMessage>,
+}
+
+impl SinkTask {
+    pub(crate) fn run(mut self) -> Result<(), PipelineError> {
+        let mut alignment = Alignment {
+            aligned: vec![false; self.producers],
+            arrived: 0,
+            held: Vec::new(),
+        };
+        let mut commits = self.commits.clone();
+        loop {
+            select! {
+                recv(self.records) -> message => match message {
+                    Ok(message) => self.handle(message, &mut alignment)?,
+                    Err(_) => break,
+                },
+                recv(commits) -> id => match id {
+                    Ok(id) => self.sink.commit(id)?,
+                    // No more checkpoints will complete.
+                    Err(_) => commits = crossbeam_channel::never(),
+                },
+            }
+        }
+        self.sink.flush()?;
+        self.drained.fetch_add(1, Ordering::SeqCst);
+        // Producers are done; their final checkpoint may still complete.
+        for id in self.commits.iter() {
+            self.sink.commit(id)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, message: SinkMessage, a: &mut Alignment) -> Result<(), PipelineError> {
+        let producer = match &message {
+            SinkMessage::Records { producer, .. } | SinkMessage::Barrier { producer, .. } => {
+                *producer
+            }
+        };
+        if a.aligned.get(producer).copied().unwrap_or(false) {
+            a.held.push(message);
+            return Ok(());
+        }
+        match message {
+            SinkMessage::Records { records, .. } => self.sink.write(&records)?,
+            SinkMessage::Barrier { id, .. } => {
+                let Some(slot) = a.aligned.get_mut(producer) else {
+                    return Ok(());
+                };
+                *slot = true;
+                a.arrived += 1;
+                if a.arrived == self.producers {
+                    let result = self.sink.pre_commit(id).map_err(|e| e.to_string());
+                    let _ = self.acks.send(Ack::Sink {
+                        id,
+                        index: self.index,
+                        result,
+                    });
+                    a.aligned.iter_mut().for_each(|x| *x = false);
+                    a.arrived = 0;
+                    // Replay what waited, in order; it may align again.
+                    for message in std::mem::take(&mut a.held) {
+                        self.handle(message, a)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
