@@ -201,13 +201,12 @@ fn peak_rss_mb(spec_path: &Path, cache: &Path, stop_after: u64) -> (f64, Duratio
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kb = 0u64;
     while child.try_wait().unwrap().is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:")
-                    .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            }) {
-                peak_kb = peak_kb.max(kb);
-            }
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        if let Some(kb) = status.lines().find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        }) {
+            peak_kb = peak_kb.max(kb);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -12,7 +12,6 @@ use crate::runtime::json_field::JsonPointer;
 pub const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
 
 /// The most subtasks a pipeline can have: one per key group.
-
 pub const MAX_PARALLELISM: u32 = crate::runtime::key_groups::KEY_GROUPS as u32;
 /// The largest per-instance memory cap the engine's pool is sized for.
 pub const MAX_MEMORY_MB: u64 = 4096;
@@ -281,6 +280,21 @@ mod tests {
         let err = error_of(&GOOD.replace("\"/user_id\"", "\"user_id\""));
         assert!(err.starts_with("key_by.field:"), "{err}");
         assert!(err.contains("'/'"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_and_state_settings_are_checked() {
+        let err = error_of(&format!("{GOOD}\n[checkpoint]\ninterval_ms = 1\n"));
+        assert!(err.starts_with("checkpoint.interval_ms:"), "{err}");
+        let err = error_of(&format!("{GOOD}\n[checkpoint]\nretain = 0\n"));
+        assert!(err.starts_with("checkpoint.retain:"), "{err}");
+        let err = error_of(&GOOD.replace(
+            "[[sink]]",
+            "[state]\nbackend = \"rocksdb\"\ncache_entries = 0\n[[sink]]",
+        ));
+        assert!(err.starts_with("state.cache_entries:"), "{err}");
+        let err = error_of(&GOOD.replace("[[sink]]", "[state]\nbackend = \"rocks\"\n[[sink]]"));
+        assert!(err.contains("rocks"), "{err}");
     }
 
     #[test]
