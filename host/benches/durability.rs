@@ -112,7 +112,10 @@ fn throughput(engine: &Engine, dir: &Path, backend: &str, checkpoint_ms: Option<
         }
         .spec();
         let summary = run(engine, &spec, RunOptions::default());
-        if best.as_ref().is_none_or(|b| summary.wall_time < b.wall_time) {
+        if best
+            .as_ref()
+            .is_none_or(|b| summary.wall_time < b.wall_time)
+        {
             best = Some(summary);
         }
     }
@@ -192,7 +195,13 @@ fn checkpoint_and_restore(engine: &Engine, dir: &Path, backend: &str) -> String 
 fn peak_rss_mb(spec_path: &Path, cache: &Path, stop_after: u64) -> (f64, Duration, String) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "--quiet", "--stop-after", &stop_after.to_string(), "--summary-json"])
+        .args([
+            "run",
+            "--quiet",
+            "--stop-after",
+            &stop_after.to_string(),
+            "--summary-json",
+        ])
         .arg(spec_path.with_extension("json"))
         .arg(spec_path)
         .env("WEIR_CACHE_DIR", cache)
@@ -237,7 +246,10 @@ fn large_state(dir: &Path) -> String {
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
     let line = format!(
         "| rocksdb, N = {events}, {} keys in state, {} timers pending at the stop | {:.0} MiB | {:.1} s |",
-        summary["keys_in_state"], summary["pending_event_timers"], peak, took.as_secs_f64()
+        summary["keys_in_state"],
+        summary["pending_event_timers"],
+        peak,
+        took.as_secs_f64()
     );
     eprintln!("{line}");
     line
@@ -259,7 +271,11 @@ fn main() {
         ("rocksdb", None),
         ("rocksdb", Some(10_000)),
     ] {
-        let _ = writeln!(md, "{}", throughput(&engine, scratch.path(), backend, every));
+        let _ = writeln!(
+            md,
+            "{}",
+            throughput(&engine, scratch.path(), backend, every)
+        );
     }
     let _ = writeln!(
         md,
@@ -267,7 +283,11 @@ fn main() {
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for backend in ["memory", "rocksdb"] {
-        let _ = writeln!(md, "{}", checkpoint_and_restore(&engine, scratch.path(), backend));
+        let _ = writeln!(
+            md,
+            "{}",
+            checkpoint_and_restore(&engine, scratch.path(), backend)
+        );
     }
     let _ = writeln!(md, "\n| large state | peak RSS | wall time |");
     let _ = writeln!(md, "|---|---:|---:|");

@@ -90,8 +90,14 @@ kind = "null"
 fn run_weir(engine: &Engine, workload: &str, events: u64, parallelism: u32) -> Row {
     let spec = spec(workload, events, parallelism);
     let component = std::fs::read(spec.plugin.wasm.as_ref().unwrap()).unwrap();
-    let pipeline = Pipeline::start(engine, &spec, &component, Instant::now(), RunOptions::default())
-        .expect("start");
+    let pipeline = Pipeline::start(
+        engine,
+        &spec,
+        &component,
+        Instant::now(),
+        RunOptions::default(),
+    )
+    .expect("start");
     let cpu = cpu_seconds();
     let summary: RunSummary = pipeline.run(|_, _| {}).expect("run");
     let outputs = summary.outputs.iter().map(|(_, n, _)| n).sum();

@@ -130,7 +130,11 @@ fn reference_alerts(events: u64) -> String {
     let spec = spec
         .split("[checkpoint]")
         .next()
-        .map(|head| format!("{head}[[sink]]\noutput = \"alerts\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n"))
+        .map(|head| {
+            format!(
+                "{head}[[sink]]\noutput = \"alerts\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n"
+            )
+        })
         .unwrap();
     std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
     let output = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
@@ -158,7 +162,10 @@ impl Moments {
 /// and restarted each time: the alerts file equals an uninterrupted run's.
 fn crash_and_recover(backend: &str) {
     let reference = reference_alerts(2_000_000);
-    assert!(reference.lines().count() > 4_000, "the reference has alerts");
+    assert!(
+        reference.lines().count() > 4_000,
+        "the reference has alerts"
+    );
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         backend,
@@ -318,7 +325,14 @@ fn a_savepoint_carries_state_to_another_plugin_version_and_parallelism() {
     run(dir.path(), &v1, &["--stop-after", "500000"]);
     let created = weir(
         dir.path(),
-        &["savepoint", "create", "--spec", "pipeline.toml", "--to", "sp"],
+        &[
+            "savepoint",
+            "create",
+            "--spec",
+            "pipeline.toml",
+            "--to",
+            "sp",
+        ],
     )
     .output()
     .unwrap();
@@ -362,7 +376,9 @@ fn a_corrupt_checkpoint_is_reported_and_the_previous_one_is_used() {
     run(dir.path(), &spec, &["--stop-after", "300000"]);
     run(dir.path(), &spec, &["--stop-after", "600000"]);
     // Cut the newest checkpoint's state file short.
-    let newest = dir.path().join("checkpoints/fraud/chk-2/subtask-0/state.bin");
+    let newest = dir
+        .path()
+        .join("checkpoints/fraud/chk-2/subtask-0/state.bin");
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
 
@@ -374,7 +390,10 @@ fn a_corrupt_checkpoint_is_reported_and_the_previous_one_is_used() {
     );
     assert!(err.contains("resuming from checkpoint 1"), "{err}");
     assert!(dir.path().join("checkpoints/fraud/chk-2.corrupt").exists());
-    assert!(alerts(dir.path()) == reference, "alerts differ from the reference");
+    assert!(
+        alerts(dir.path()) == reference,
+        "alerts differ from the reference"
+    );
 }
 
 #[test]
@@ -388,7 +407,11 @@ fn a_finished_pipeline_resumes_to_nothing_and_fresh_starts_over() {
     run(dir.path(), &spec, &[]);
     assert!(alerts(dir.path()) == reference);
     let again = run(dir.path(), &spec, &[]);
-    assert!(stderr(&again).contains("nothing is left to do"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("nothing is left to do"),
+        "{}",
+        stderr(&again)
+    );
     assert!(alerts(dir.path()) == reference);
     let fresh = run(dir.path(), &spec, &["--fresh"]);
     assert!(!stderr(&fresh).contains("resuming"));

@@ -175,9 +175,9 @@ pub fn resume_point(
         }
     }
     match &spec.restore_from {
-        Some(path) => load_checkpoint(path).map(Some).map_err(|e| {
-            CheckpointError::Corrupt(format!("restore_from {}: {e}", path.display()))
-        }),
+        Some(path) => load_checkpoint(path)
+            .map(Some)
+            .map_err(|e| CheckpointError::Corrupt(format!("restore_from {}: {e}", path.display()))),
         None => Ok(None),
     }
 }

@@ -66,14 +66,15 @@ pub(crate) fn write_subtask(
         let file = format!("{rel}/state.bin");
         let mut out = FrameWriter::create(&checkpoint_dir.join(&file))?;
         let mut failed = None;
-        backend.export(&mut |entry| {
-            if let Err(e) = out.write(&entry) {
-                failed = Some(e);
-                return Err(crate::state::StateError::Io("snapshot write failed".into()));
-            }
-            Ok(())
-        })
-        .map_err(|e| failed.take().unwrap_or(e.into()))?;
+        backend
+            .export(&mut |entry| {
+                if let Err(e) = out.write(&entry) {
+                    failed = Some(e);
+                    return Err(crate::state::StateError::Io("snapshot write failed".into()));
+                }
+                Ok(())
+            })
+            .map_err(|e| failed.take().unwrap_or(e.into()))?;
         let entries = out.finish()?;
         StateFiles::Portable { file, entries }
     };
@@ -252,16 +253,18 @@ fn import_state(
         }
         StateFiles::Rocksdb { dir } => {
             let mut failed = None;
-            read_rocksdb_checkpoint(&checkpoint.dir.join(dir), range, &mut |entry| {
-                match renumber(entry) {
+            read_rocksdb_checkpoint(
+                &checkpoint.dir.join(dir),
+                range,
+                &mut |entry| match renumber(entry) {
                     Ok(entry) => backend.import(entry),
                     Err(e) => {
                         let message = e.to_string();
                         failed = Some(e);
                         Err(crate::state::StateError::Corrupt(message))
                     }
-                }
-            })
+                },
+            )
             .map_err(|e| failed.take().unwrap_or(e.into()))?;
         }
     }

@@ -127,9 +127,9 @@ impl CheckpointStore {
             std::fs::remove_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
         }
         for name in self.names() {
-            let stale = name.strip_suffix(IN_PROGRESS).and_then(|n| {
-                n.strip_prefix(COMPLETE_PREFIX)?.parse::<u64>().ok()
-            });
+            let stale = name
+                .strip_suffix(IN_PROGRESS)
+                .and_then(|n| n.strip_prefix(COMPLETE_PREFIX)?.parse::<u64>().ok());
             if stale.is_some_and(|id| newest.is_some_and(|newest| id < newest)) {
                 let dir = self.root.join(&name);
                 let _ = std::fs::remove_dir_all(&dir);
@@ -301,7 +301,10 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
 /// Every file under `dir` with size and CRC32. A file with the same
 /// relative path and size in `previous` is an unchanged hard-linked SST
 /// (RocksDB never reuses a file number): its CRC is taken over, not recomputed.
-fn list_files(dir: &Path, previous: Option<&[FileEntry]>) -> Result<Vec<FileEntry>, CheckpointError> {
+fn list_files(
+    dir: &Path,
+    previous: Option<&[FileEntry]>,
+) -> Result<Vec<FileEntry>, CheckpointError> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(current) = stack.pop() {
@@ -309,7 +312,9 @@ fn list_files(dir: &Path, previous: Option<&[FileEntry]>) -> Result<Vec<FileEntr
         for entry in entries {
             let entry = entry.map_err(|e| CheckpointError::io(&current, e))?;
             let path = entry.path();
-            let meta = entry.metadata().map_err(|e| CheckpointError::io(&path, e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| CheckpointError::io(&path, e))?;
             if meta.is_dir() {
                 stack.push(path);
                 continue;
@@ -348,7 +353,9 @@ fn checksum(path: &Path) -> Result<(u64, u32), CheckpointError> {
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| CheckpointError::io(path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| CheckpointError::io(path, e))?;
         if n == 0 {
             return Ok((size, hasher.finalize()));
         }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::plugin_build;
-use crate::engine::Engine;
 use crate::checkpoint::{self, SnapshotKind};
+use crate::engine::Engine;
 use crate::runtime::{Pipeline, RunOptions, RunSummary};
 use crate::spec::PipelineSpec;
 
@@ -76,6 +76,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         restore,
         stop_after: args.stop_after,
+        report: Some(|line| eprintln!("  {line}")),
     };
     let pipeline = Pipeline::start(&engine, &spec, &component, started, options)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;
@@ -168,7 +169,9 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
             "  checkpoints        {:>12} completed, {} failed",
             c.completed, c.failed
         );
-        if let (Some(id), Some(ms), Some(bytes)) = (c.last_id, c.last_duration_ms, c.last_size_bytes) {
+        if let (Some(id), Some(ms), Some(bytes)) =
+            (c.last_id, c.last_duration_ms, c.last_size_bytes)
+        {
             let age = c
                 .last_completed_at
                 .map_or(0.0, |t| t.elapsed().as_secs_f64());

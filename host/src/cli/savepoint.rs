@@ -52,12 +52,19 @@ pub(crate) fn run(command: SavepointCommand) -> anyhow::Result<()> {
         }
         SavepointCommand::List { spec } => {
             let store = store_of(&spec)?;
-            println!("{:>6}  {:>19}  {:>10}  {:>12}  finished", "id", "created (ms)", "took (ms)", "bytes");
+            println!(
+                "{:>6}  {:>19}  {:>10}  {:>12}  finished",
+                "id", "created (ms)", "took (ms)", "bytes"
+            );
             for id in store.ids() {
                 match load_checkpoint(&store.dir_of(id)) {
                     Ok(c) => println!(
                         "{:>6}  {:>19}  {:>10}  {:>12}  {}",
-                        id, c.manifest.created_ms, c.manifest.duration_ms, c.manifest.size_bytes, c.manifest.finished
+                        id,
+                        c.manifest.created_ms,
+                        c.manifest.duration_ms,
+                        c.manifest.size_bytes,
+                        c.manifest.finished
                     ),
                     Err(e) => println!("{id:>6}  unusable: {e}"),
                 }
@@ -71,7 +78,10 @@ fn store_of(spec: &std::path::Path) -> anyhow::Result<CheckpointStore> {
     let spec = PipelineSpec::from_toml_file(spec)
         .with_context(|| format!("invalid pipeline spec {}", spec.display()))?;
     let Some(c) = &spec.checkpoint else {
-        bail!("pipeline {:?} keeps no checkpoints: its spec has no [checkpoint] section", spec.name);
+        bail!(
+            "pipeline {:?} keeps no checkpoints: its spec has no [checkpoint] section",
+            spec.name
+        );
     };
     Ok(CheckpointStore::new(&c.dir, &spec.name))
 }

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 pub use exactly_once_file::{ExactlyOnceFileSink, FileSinkState, StagedEpoch};
 pub use file_source::FileSource;
 pub use generator::{
-    DEFAULT_USERS, GeneratorSource, generator_record, generator_record_among, write_generator_value,
-    write_generator_value_among,
+    DEFAULT_USERS, GeneratorSource, generator_record, generator_record_among,
+    write_generator_value, write_generator_value_among,
 };
 pub use sinks::{FileSink, NullSink, StdoutSink};
 

@@ -175,7 +175,9 @@ impl Coordinator {
                 match result {
                     Ok(part) => flight.subtasks[index] = Some(part),
                     Err(e) => {
-                        flight.failure.get_or_insert(format!("subtask {index}: {e}"));
+                        flight
+                            .failure
+                            .get_or_insert(format!("subtask {index}: {e}"));
                         // Keep counting parts so the checkpoint closes.
                         flight.subtasks[index] = Some(placeholder(index));
                     }

@@ -21,8 +21,8 @@ mod subtask_host;
 pub(crate) mod timer_service;
 pub(crate) mod watermarks;
 
-pub use outputs::RunMetrics;
 pub use coordinator::CheckpointStats;
+pub use outputs::RunMetrics;
 pub use pipeline::{Pipeline, RunOptions, RunSummary};
 pub use source_task::SourceProgress;
 pub use subtask::SubtaskReport;

@@ -145,7 +145,9 @@ impl OutputRouter {
         };
         if let Some((last, rest)) = senders.split_last() {
             for sender in rest {
-                sender.send(message(records.clone())).map_err(|_| SinkGone)?;
+                sender
+                    .send(message(records.clone()))
+                    .map_err(|_| SinkGone)?;
             }
             last.send(message(records)).map_err(|_| SinkGone)?;
         }

@@ -23,6 +23,7 @@ use super::sink_task::SinkTask;
 use super::source_task::{SourceCheckpointing, SourceProgress, SourceTask};
 use super::subtask::{Subtask, SubtaskConfig, SubtaskReport};
 use super::subtask_host::SubtaskHost;
+use super::timer_service::TimeDomain;
 use super::watermarks::WatermarkTracker;
 use crate::checkpoint::{
     self, BackendConfig, CheckpointStore, LoadedCheckpoint, PluginIdentity, SinkCheckpoint,
@@ -46,6 +47,8 @@ pub struct RunOptions {
     /// first start) with a checkpoint, without draining timers: the state a
     /// savepoint is taken from.
     pub stop_after: Option<u64>,
+    /// Told about restore progress (a restore of much state takes a while).
+    pub report: Option<fn(&str)>,
 }
 
 /// What a finished run reports.
@@ -158,7 +161,8 @@ impl Pipeline {
             call_timeout_ms: spec.limits.call_timeout_ms,
             on_error: spec.on_error,
         });
-        let restored_watermark = restore.map_or(i64::MIN, |r| r.manifest.source.watermarks.watermark);
+        let restored_watermark =
+            restore.map_or(i64::MIN, |r| r.manifest.source.watermarks.watermark);
         let mut subtasks = Vec::with_capacity(parallelism);
         let mut inputs = Vec::with_capacity(parallelism);
         let mut subtask_inputs = Vec::with_capacity(parallelism);
@@ -177,9 +181,18 @@ impl Pipeline {
             };
             let mut host = match restore {
                 Some(r) => {
-                    tracing::info!(subtask = index, "restoring state from {}", r.dir.display());
+                    let began = Instant::now();
                     let restored =
                         checkpoint::restore_subtask(r, index, spec.parallelism, &backend_config)?;
+                    if let Some(report) = options.report {
+                        report(&format!(
+                            "restored subtask {}/{parallelism} (state and {} timers) in {} ms",
+                            index + 1,
+                            restored.timers.len(TimeDomain::EventTime)
+                                + restored.timers.len(TimeDomain::ProcessingTime),
+                            began.elapsed().as_millis()
+                        ));
+                    }
                     let mut host = SubtaskHost::new(spec.name.clone(), index, restored.backend);
                     host.catalog = restored.catalog;
                     host.timers = restored.timers;
@@ -224,7 +237,11 @@ impl Pipeline {
                     digest: plugin.digest().to_owned(),
                     config: spec.plugin.config.clone(),
                 },
-                sinks: spec.sinks.iter().map(|s| (s.output().to_owned(), sink_target(s))).collect(),
+                sinks: spec
+                    .sinks
+                    .iter()
+                    .map(|s| (s.output().to_owned(), sink_target(s)))
+                    .collect(),
             };
             let coordinator = Coordinator::new(
                 store,
@@ -347,8 +364,9 @@ impl Pipeline {
                             // now never will.
                             if tasks_done && sinks_done && acks.is_empty() {
                                 if !coordinator.is_idle() {
-                                    coordinator
-                                        .abandon_in_flight("the pipeline stopped before it completed");
+                                    coordinator.abandon_in_flight(
+                                        "the pipeline stopped before it completed",
+                                    );
                                 }
                                 break;
                             }
@@ -428,14 +446,14 @@ impl Pipeline {
 fn check_compatible(spec: &PipelineSpec, restore: &LoadedCheckpoint) -> Result<(), PipelineError> {
     let m = &restore.manifest;
     if m.key_by != spec.key_by.field {
-        return Err(PipelineError::Restore(crate::checkpoint::CheckpointError::Incompatible(
-            format!(
+        return Err(PipelineError::Restore(
+            crate::checkpoint::CheckpointError::Incompatible(format!(
                 "{} keyed its state by {:?}, this spec keys by {:?}; keyed state would be split (start over with --fresh)",
                 restore.dir.display(),
                 m.key_by,
                 spec.key_by.field
-            ),
-        )));
+            )),
+        ));
     }
     Ok(())
 }

@@ -74,18 +74,23 @@ impl SourceTask {
         let mut records: Vec<SourceRecord> = Vec::with_capacity(BATCH);
         let mut watermark = self.watermarks.current();
         loop {
-            if self.stop_after.is_some_and(|stop| self.records_read >= stop) {
+            if self
+                .stop_after
+                .is_some_and(|stop| self.records_read >= stop)
+            {
                 return self.stop();
             }
             let requested = self
                 .checkpointing
                 .as_ref()
                 .is_some_and(|c| c.trigger.try_recv().is_ok());
-            if requested && !self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
-                id,
-                dir,
-                stop: false,
-            })? {
+            if requested
+                && !self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
+                    id,
+                    dir,
+                    stop: false,
+                })?
+            {
                 return Ok(());
             }
             records.clear();

@@ -3,9 +3,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::{
-    KeySource, PipelineSpec, SinkSpec, SourceSpec, StateBackendKind, TimestampSource,
-};
+use super::{KeySource, PipelineSpec, SinkSpec, SourceSpec, StateBackendKind, TimestampSource};
 use crate::runtime::json_field::JsonPointer;
 
 /// Checkpoints more often than this cost more than they save.

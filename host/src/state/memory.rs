@@ -11,9 +11,7 @@ use rustc_hash::FxHashMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use super::{
-    EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
-};
+use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
 use crate::runtime::key_groups::KEY_GROUPS;
 
 #[derive(Default)]
@@ -384,7 +382,10 @@ mod tests {
         for e in entries {
             restored.import(e).unwrap();
         }
-        assert_eq!(restored.key_state(1, b"a").unwrap(), b.key_state(1, b"a").unwrap());
+        assert_eq!(
+            restored.key_state(1, b"a").unwrap(),
+            b.key_state(1, b"a").unwrap()
+        );
         assert_eq!(restored.list_read(100, 2, b"z").unwrap().len(), 2);
         restored.retain_key_groups(0..=63).unwrap();
         assert_eq!(restored.key_count(), 1);

@@ -138,9 +138,10 @@ impl RocksDbBackend {
     /// existing DB in `dir` is removed first (working dirs are scratch space;
     /// durability comes from checkpoints).
     pub fn open(dir: &Path, options: RocksDbOptions) -> Result<Self, StateError> {
-        let db_opts = db_options(&options);
+        let mut db_opts = db_options(&options);
         remove_db(&db_opts, dir)?;
         create_dir(dir)?;
+        db_opts.create_if_missing(true);
         let db = DB::open(&db_opts, dir).map_err(|e| db_error("open RocksDB", dir, &e))?;
         Ok(Self::with_db(db, dir, &options))
     }
@@ -733,8 +734,14 @@ fn db_options(options: &RocksDbOptions) -> Options {
     // working dirs, and a read-only checkpoint scan writes nothing at all.
     opts.set_info_logger(InfoLogger::new_callback_logger(
         LogLevel::Warn,
-        |level, message| {
-            tracing::warn!(target: "weir::rocksdb", "{level:?}: {}", message.trim_end());
+        // RocksDB prints its options dump whatever the threshold: only its
+        // warnings and errors are ours to show.
+        |level, message| match level {
+            LogLevel::Warn => tracing::warn!(target: "weir::rocksdb", "{}", message.trim_end()),
+            LogLevel::Error | LogLevel::Fatal => {
+                tracing::error!(target: "weir::rocksdb", "{}", message.trim_end())
+            }
+            _ => tracing::debug!(target: "weir::rocksdb", "{}", message.trim_end()),
         },
     ));
     opts
@@ -1286,7 +1293,7 @@ mod tests {
         // A tiny cache, so that write-backs and evictions happen mid-run.
         let mut r = RocksDbBackend::open(&dir.path().join("work"), options(16)).unwrap();
         let mut m = MemoryBackend::default();
-        let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("k{i}").into_bytes()).collect();
         let mut rng = Lcg(42);
         for step in 0..5000 {
             let key = &keys[rng.below(keys.len() as u64) as usize];
