@@ -296,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn every_example_is_a_valid_spec() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&examples).unwrap() {
+            let spec = entry.unwrap().path().join("pipeline.toml");
+            if spec.exists() {
+                PipelineSpec::from_toml_file(&spec)
+                    .unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "found {checked} examples");
+    }
+
+    #[test]
     fn zero_parallelism_is_rejected() {
         let err = error_of(&GOOD.replace("parallelism = 2", "parallelism = 0"));
         assert!(err.starts_with("parallelism:"), "{err}");
