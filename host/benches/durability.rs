@@ -165,7 +165,9 @@ fn checkpoint_and_restore(engine: &Engine, dir: &Path, backend: &str) -> String 
     );
     let stats = summary.checkpoints.expect("checkpoints on");
     let store = CheckpointStore::new(&scratch.path().join("checkpoints"), "keys");
-    let latest = store.latest_valid(|p| panic!("{p}")).expect("a checkpoint");
+    let latest = store
+        .latest_valid(false, |p| panic!("{p}"))
+        .expect("a checkpoint");
     let component = std::fs::read(spec.plugin.wasm.as_ref().unwrap()).unwrap();
     let started = Instant::now();
     let pipeline = Pipeline::start(

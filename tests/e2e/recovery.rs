@@ -22,6 +22,8 @@ struct Spec<'a> {
     interval_ms: u64,
     threshold: u32,
     restore_from: Option<&'a str>,
+    output: &'a str,
+    sink: &'a str,
 }
 
 impl Default for Spec<'_> {
@@ -34,6 +36,8 @@ impl Default for Spec<'_> {
             interval_ms: 200,
             threshold: 5,
             restore_from: None,
+            output: "alerts.jsonl",
+            sink: "file",
         }
     }
 }
@@ -68,9 +72,15 @@ dir = "checkpoints"
 retain = 3
 [[sink]]
 output = "alerts"
-kind = "file"
-path = "alerts.jsonl"
+kind = "{sink}"
+{path}
 "#,
+            sink = self.sink,
+            path = if self.sink == "file" {
+                format!("path = {}", toml_path(self.output))
+            } else {
+                String::new()
+            },
             name = self.name,
             parallelism = self.parallelism,
             events = self.events,
@@ -273,11 +283,19 @@ fn restoring_at_parallelism_one_from_two_gives_the_same_alerts() {
     rescale(2, 1, "memory");
 }
 
-/// The W2 rule with the threshold changing at event `switch_at`.
-fn model_alerts(events: u64, threshold: impl Fn(u64) -> u32) -> Vec<(u64, i64, i64)> {
+/// The W2 rule with a threshold per event; with `forget_at`, all state is
+/// dropped at that event (what a restore without state would do).
+fn model_alerts(
+    events: u64,
+    threshold: impl Fn(u64) -> u32,
+    forget_at: Option<u64>,
+) -> Vec<(u64, i64, i64)> {
     let mut windows: std::collections::HashMap<u64, (i64, u32)> = Default::default();
     let mut alerts = Vec::new();
     for i in 0..events {
+        if forget_at == Some(i) {
+            windows.clear();
+        }
         let mut z = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -341,7 +359,9 @@ fn a_savepoint_carries_state_to_another_plugin_version_and_parallelism() {
 
     // Another pipeline (no checkpoints of its own) starts from the
     // savepoint, with the memory backend, at parallelism 2, and threshold 3.
-    let v2 = Spec {
+    // A run from a savepoint writes new outputs: it refuses to overwrite
+    // the first run's file, and writes its own.
+    let mut v2 = Spec {
         name: "fraud-v2",
         events: 1_000_000,
         parallelism: 2,
@@ -350,18 +370,41 @@ fn a_savepoint_carries_state_to_another_plugin_version_and_parallelism() {
         restore_from: Some("sp"),
         ..Spec::default()
     };
+    std::fs::write(dir.path().join("pipeline.toml"), v2.toml()).unwrap();
+    let refused = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("would overwrite alerts.jsonl"),
+        "{}",
+        stderr(&refused)
+    );
+    v2.output = "alerts-v2.jsonl";
     let resumed = run(dir.path(), &v2, &[]);
     assert!(
         stderr(&resumed).contains("resuming from savepoint"),
         "{}",
         stderr(&resumed)
     );
-    let mut expected = model_alerts(1_000_000, |i| if i < 500_000 { 5 } else { 3 });
+    let first = parse_alerts(&alerts(dir.path()));
+    let second =
+        parse_alerts(&std::fs::read_to_string(dir.path().join("alerts-v2.jsonl")).unwrap());
+    let split = BASE_TS + 500_000;
+    assert!(first.iter().all(|a| a.2 < split) && second.iter().all(|a| a.2 >= split));
+    let mut both: Vec<_> = first.into_iter().chain(second).collect();
+    both.sort_unstable();
+    let mut expected = model_alerts(1_000_000, |i| if i < 500_000 { 5 } else { 3 }, None);
     expected.sort_unstable();
-    // The model itself differs from a run without the switch, so the state
-    // carried over is what makes these equal.
-    assert_ne!(expected.len(), 2_056);
-    assert_eq!(parse_alerts(&alerts(dir.path())), expected);
+    assert_eq!(both, expected);
+    // Had the windows not been carried over, the alerts would differ.
+    let mut forgotten = model_alerts(
+        1_000_000,
+        |i| if i < 500_000 { 5 } else { 3 },
+        Some(500_000),
+    );
+    forgotten.sort_unstable();
+    assert_ne!(both, forgotten);
 }
 
 #[test]
@@ -416,4 +459,73 @@ fn a_finished_pipeline_resumes_to_nothing_and_fresh_starts_over() {
     let fresh = run(dir.path(), &spec, &["--fresh"]);
     assert!(!stderr(&fresh).contains("resuming"));
     assert!(alerts(dir.path()) == reference);
+}
+
+/// A sink that cannot stage its output (its staging directory vanished)
+/// fails the run instead of dropping the epoch, and nothing uncommitted is
+/// visible; running again completes with the reference output.
+#[test]
+fn a_sink_that_cannot_stage_fails_the_run_and_a_rerun_completes() {
+    let reference = reference_alerts(2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        interval_ms: 600_000,
+        ..Spec::default()
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    let child = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging = dir.path().join(".alerts.jsonl.weir-staging");
+    let start = Instant::now();
+    while !staging.join("open.jsonl").exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::remove_dir_all(&staging).unwrap();
+    let failed = child.wait_with_output().unwrap();
+    assert!(!failed.status.success(), "the run must fail");
+    assert!(
+        stderr(&failed).contains("could not stage checkpoint"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(alerts(dir.path()), "", "nothing uncommitted is visible");
+    run(dir.path(), &spec, &[]);
+    assert!(alerts(dir.path()) == reference);
+}
+
+/// A sink that fails (stdout closed early) ends a checkpointed run with an
+/// error instead of hanging it.
+#[test]
+fn a_failing_sink_ends_a_checkpointed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        sink: "stdout",
+        ..Spec::default()
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    let mut child = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one alert, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    std::io::Read::read_exact(&mut stdout, &mut byte).unwrap();
+    drop(stdout);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the run hung after its sink failed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
 }

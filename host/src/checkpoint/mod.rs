@@ -34,7 +34,7 @@ use crate::runtime::watermarks::WatermarkSnapshot;
 use crate::state::{StateError, StateKind};
 
 pub const MANIFEST: &str = "MANIFEST.json";
-const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -170,8 +170,26 @@ pub fn resume_point(
         let store = CheckpointStore::new(&c.dir, &spec.name);
         if fresh {
             store.clear()?;
-        } else if let Some(latest) = store.latest_valid(&mut report) {
-            return Ok(Some(latest));
+        } else {
+            let mut unusable = 0;
+            let latest = store.latest_valid(true, |problem| {
+                unusable += 1;
+                report(problem);
+            });
+            if latest.is_some() {
+                return Ok(latest);
+            }
+            if unusable > 0 {
+                report(&format!(
+                    "no usable checkpoint left in {}; starting {}",
+                    store.root().display(),
+                    if spec.restore_from.is_some() {
+                        "from restore_from"
+                    } else {
+                        "from the beginning"
+                    }
+                ));
+            }
         }
     }
     match &spec.restore_from {

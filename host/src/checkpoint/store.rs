@@ -12,6 +12,7 @@ use super::{
 use crate::state::{StateEntry, StateError, read_rocksdb_checkpoint};
 
 const COMPLETE_PREFIX: &str = "chk-";
+const MANIFEST_CRC: &str = "MANIFEST.json.crc32";
 const IN_PROGRESS: &str = ".inprogress";
 const CORRUPT: &str = ".corrupt";
 
@@ -104,11 +105,16 @@ impl CheckpointStore {
         let dir = self
             .root
             .join(format!("{COMPLETE_PREFIX}{}{IN_PROGRESS}", manifest.id));
-        let previous = self
-            .ids()
-            .last()
-            .and_then(|&id| read_manifest(&self.dir_of(id)).ok());
-        manifest.files = list_files(&dir, previous.as_ref().map(|m| m.files.as_slice()))?;
+        let previous = self.ids().last().and_then(|&id| {
+            let dir = self.dir_of(id);
+            read_manifest(&dir).ok().map(|m| (dir, m.files))
+        });
+        manifest.files = list_files(
+            &dir,
+            previous
+                .as_ref()
+                .map(|(dir, files)| (dir.as_path(), files.as_slice())),
+        )?;
         manifest.size_bytes = manifest.files.iter().map(|f| f.size).sum();
         write_manifest(&dir, manifest)?;
         let done = self.dir_of(manifest.id);
@@ -139,21 +145,28 @@ impl CheckpointStore {
     }
 
     /// The newest checkpoint that verifies. Each one that does not is
-    /// reported through `report`, set aside as `chk-<id>.corrupt`, and the
-    /// one before it is tried.
-    pub fn latest_valid(&self, mut report: impl FnMut(&str)) -> Option<LoadedCheckpoint> {
+    /// reported through `report` and the one before it is tried. With
+    /// `set_aside` (only the pipeline's own restore), a corrupt one is
+    /// renamed `chk-<id>.corrupt` so it is never tried again.
+    pub fn latest_valid(
+        &self,
+        set_aside: bool,
+        mut report: impl FnMut(&str),
+    ) -> Option<LoadedCheckpoint> {
         for id in self.ids().into_iter().rev() {
             let dir = self.dir_of(id);
             match load_checkpoint(&dir) {
                 Ok(loaded) => return Some(loaded),
                 Err(e) => {
                     report(&format!(
-                        "checkpoint {id} ({}) is unusable: {e}; trying the one before",
+                        "checkpoint {id} ({}) is unusable: {e}",
                         dir.display()
                     ));
-                    let aside = self.root.join(format!("{COMPLETE_PREFIX}{id}{CORRUPT}"));
-                    let _ = std::fs::remove_dir_all(&aside);
-                    let _ = std::fs::rename(&dir, &aside);
+                    if set_aside && matches!(e, CheckpointError::Corrupt(_)) {
+                        let aside = self.root.join(format!("{COMPLETE_PREFIX}{id}{CORRUPT}"));
+                        let _ = std::fs::remove_dir_all(&aside);
+                        let _ = std::fs::rename(&dir, &aside);
+                    }
                 }
             }
         }
@@ -271,12 +284,24 @@ pub fn export_savepoint(
 
 fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
     let path = dir.join(MANIFEST);
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+    let missing = |e: std::io::Error, name: &str| match e.kind() {
         std::io::ErrorKind::NotFound => {
-            CheckpointError::Corrupt(format!("{} has no {MANIFEST}", dir.display()))
+            CheckpointError::Corrupt(format!("{} has no {name}", dir.display()))
         }
         _ => CheckpointError::io(&path, e),
-    })?;
+    };
+    let bytes = std::fs::read(&path).map_err(|e| missing(e, MANIFEST))?;
+    // The manifest carries the positions and lengths a restore trusts, so
+    // a damaged one must not parse its way through.
+    let recorded =
+        std::fs::read_to_string(dir.join(MANIFEST_CRC)).map_err(|e| missing(e, MANIFEST_CRC))?;
+    let crc = crc32fast::hash(&bytes);
+    if u32::from_str_radix(recorded.trim(), 16).ok() != Some(crc) {
+        return Err(CheckpointError::Corrupt(format!(
+            "{MANIFEST} fails its checksum (crc32 {crc:08x}, {MANIFEST_CRC} says {})",
+            recorded.trim()
+        )));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Corrupt(format!("{MANIFEST} does not parse: {e}")))
 }
@@ -285,10 +310,15 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointError
     let path = dir.join(MANIFEST);
     let bytes = serde_json::to_vec_pretty(manifest)
         .map_err(|e| CheckpointError::Corrupt(format!("encoding the manifest: {e}")))?;
+    let crc_path = dir.join(MANIFEST_CRC);
+    std::fs::write(&crc_path, format!("{:08x}\n", crc32fast::hash(&bytes)))
+        .map_err(|e| CheckpointError::io(&crc_path, e))?;
     std::fs::write(&path, bytes).map_err(|e| CheckpointError::io(&path, e))?;
-    File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| CheckpointError::io(&path, e))?;
+    for p in [&path, &crc_path] {
+        File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CheckpointError::io(p, e))?;
+    }
     sync_dir(dir)
 }
 
@@ -298,13 +328,14 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(|e| CheckpointError::io(dir, e))
 }
 
-/// Every file under `dir` with size and CRC32. A file with the same
-/// relative path and size in `previous` is an unchanged hard-linked SST
-/// (RocksDB never reuses a file number): its CRC is taken over, not recomputed.
+/// Every file under `dir` with size and CRC32. A file that is the very same
+/// file (a hard link: same device and inode) as one of the previous
+/// checkpoint's is an unchanged SST: its CRC is taken over, not recomputed.
 fn list_files(
     dir: &Path,
-    previous: Option<&[FileEntry]>,
+    previous: Option<(&Path, &[FileEntry])>,
 ) -> Result<Vec<FileEntry>, CheckpointError> {
+    use std::os::unix::fs::MetadataExt;
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(current) = stack.pop() {
@@ -324,13 +355,15 @@ fn list_files(
                 .map_err(|_| CheckpointError::Corrupt(format!("{} escapes", path.display())))?
                 .to_string_lossy()
                 .into_owned();
-            if rel == MANIFEST {
+            if rel == MANIFEST || rel == MANIFEST_CRC {
                 continue;
             }
-            let reused = previous.and_then(|files| {
+            let reused = previous.and_then(|(previous_dir, files)| {
+                let same = std::fs::metadata(previous_dir.join(&rel))
+                    .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
                 files
                     .iter()
-                    .find(|f| f.path == rel && f.size == meta.len() && rel.ends_with(".sst"))
+                    .find(|f| same && f.path == rel && f.size == meta.len())
             });
             let (size, crc32) = match reused {
                 Some(f) => (f.size, f.crc32),

@@ -161,8 +161,8 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
         );
     }
     if let Some(c) = &s.checkpoints {
-        if let Some(id) = c.restored_from {
-            let _ = writeln!(out, "  resumed from       checkpoint {id}");
+        if let Some((kind, id)) = &c.restored_from {
+            let _ = writeln!(out, "  resumed from       {kind} {id}");
         }
         let _ = write!(
             out,

@@ -32,7 +32,7 @@ pub(crate) fn run(command: SavepointCommand) -> anyhow::Result<()> {
         SavepointCommand::Create { spec, to } => {
             let store = store_of(&spec)?;
             let latest = store
-                .latest_valid(|problem| eprintln!("warning: {problem}"))
+                .latest_valid(false, |problem| eprintln!("warning: {problem}"))
                 .with_context(|| {
                     format!(
                         "no usable checkpoint in {}; run the pipeline with a [checkpoint] section first",

@@ -165,10 +165,19 @@ impl ExactlyOnceFileSink {
     }
 }
 
+/// An error of the staging area, naming the staged file, not the output.
+fn staging_err(path: &Path, source: std::io::Error) -> ConnectorError {
+    ConnectorError::Write {
+        what: format!("{} (staged output)", path.display()),
+        source,
+    }
+}
+
 impl Sink for ExactlyOnceFileSink {
     fn write(&mut self, records: &[OutputRecord]) -> Result<(), ConnectorError> {
         if self.open.is_none() {
-            let file = File::create(self.staging.join(OPEN_EPOCH)).map_err(|e| self.err(e))?;
+            let path = self.staging.join(OPEN_EPOCH);
+            let file = File::create(&path).map_err(|e| staging_err(&path, e))?;
             self.open = Some(BufWriter::with_capacity(1 << 16, file));
         }
         let Some(out) = self.open.as_mut() else {
@@ -195,10 +204,10 @@ impl Sink for ExactlyOnceFileSink {
             let open = self.staging.join(OPEN_EPOCH);
             if len > 0 {
                 std::fs::rename(&open, self.staging.join(staged_name(checkpoint)))
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| staging_err(&open, e))?;
                 File::open(&self.staging)
                     .and_then(|dir| dir.sync_all())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| staging_err(&self.staging, e))?;
                 self.state.pending.push(StagedEpoch {
                     checkpoint,
                     start: self.state.committed_len,

@@ -109,9 +109,16 @@ fn split_offset(
 ) -> Result<u64, ConnectorError> {
     match position.as_slice() {
         [p] if p.split == split => Ok(p.offset),
-        _ => Err(ConnectorError::Seek(format!(
-            "the checkpoint's source position {position:?} is not one of this {source} source (split {split:?})"
-        ))),
+        _ => {
+            let recorded: Vec<String> = position
+                .iter()
+                .map(|p| format!("{}@{}", p.split, p.offset))
+                .collect();
+            Err(ConnectorError::Seek(format!(
+                "the checkpoint was taken from [{}], not from this {source} source ({split})",
+                recorded.join(", ")
+            )))
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub(crate) enum Ack {
         created_ms: i64,
         source: SourceCheckpoint,
         finished: bool,
+        /// The source's last checkpoint (end of input or stop): the run is
+        /// only complete once it is sealed.
+        last: bool,
     },
     Subtask {
         id: u64,
@@ -50,7 +53,8 @@ pub struct CheckpointStats {
     pub total_duration_ms: u64,
     #[serde(skip)]
     pub last_completed_at: Option<Instant>,
-    pub restored_from: Option<u64>,
+    /// The checkpoint or savepoint the run started from: (kind, id).
+    pub restored_from: Option<(String, u64)>,
 }
 
 /// What the manifest needs that no task knows.
@@ -98,6 +102,10 @@ pub(crate) struct Coordinator {
     requested: bool,
     last_trigger: Instant,
     pub(crate) stats: CheckpointStats,
+    /// The source's last checkpoint, once started, and whether it sealed.
+    last: Option<(u64, bool)>,
+    /// Why the most recent checkpoint failed, for the final report.
+    last_failure: Option<String>,
 }
 
 impl Coordinator {
@@ -110,7 +118,7 @@ impl Coordinator {
         parallelism: usize,
         trigger: Sender<()>,
         commits: Vec<Sender<u64>>,
-        restored_from: Option<u64>,
+        restored_from: Option<(String, u64)>,
     ) -> Self {
         Self {
             store,
@@ -127,6 +135,8 @@ impl Coordinator {
                 restored_from,
                 ..CheckpointStats::default()
             },
+            last: None,
+            last_failure: None,
         }
     }
 
@@ -155,8 +165,12 @@ impl Coordinator {
                 created_ms,
                 source,
                 finished,
+                last,
             } => {
                 self.requested = false;
+                if last {
+                    self.last = Some((id, false));
+                }
                 self.in_flight.push(InFlight {
                     id,
                     started: Instant::now(),
@@ -211,8 +225,24 @@ impl Coordinator {
         }
     }
 
+    /// `Err` if the source's last checkpoint started and did not seal: what
+    /// came after the checkpoint before it is then not committed.
+    pub(crate) fn check_last(&self) -> Result<(), String> {
+        match self.last {
+            Some((id, false)) => Err(format!(
+                "the last checkpoint ({id}) did not complete ({}); output after checkpoint {} is not committed; run again to resume from there",
+                self.last_failure.as_deref().unwrap_or("unknown reason"),
+                self.stats
+                    .last_id
+                    .map_or("none".to_owned(), |id| id.to_string())
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn abandon(&mut self, flight: InFlight, why: &str) {
         tracing::warn!(checkpoint = flight.id, "checkpoint abandoned: {why}");
+        self.last_failure = Some(why.to_owned());
         self.stats.failed += 1;
         self.store.discard_in_progress(flight.id);
     }
@@ -225,7 +255,7 @@ impl Coordinator {
         }
         let duration = flight.started.elapsed();
         let mut manifest = Manifest {
-            format: 1,
+            format: crate::checkpoint::FORMAT_VERSION,
             id: flight.id,
             kind: SnapshotKind::Checkpoint,
             created_ms: flight.created_ms,
@@ -267,6 +297,9 @@ impl Coordinator {
                 self.stats.last_size_bytes = Some(manifest.size_bytes);
                 self.stats.total_duration_ms += manifest.duration_ms;
                 self.stats.last_completed_at = Some(Instant::now());
+                if let Some((id, sealed)) = &mut self.last {
+                    *sealed |= *id == flight.id;
+                }
                 for commit in &self.commits {
                     let _ = commit.send(flight.id);
                 }
@@ -276,6 +309,7 @@ impl Coordinator {
             }
             Err(e) => {
                 tracing::error!(checkpoint = flight.id, "cannot seal the checkpoint: {e}");
+                self.last_failure = Some(format!("sealing it failed: {e}"));
                 self.stats.failed += 1;
             }
         }

@@ -26,7 +26,7 @@ use super::subtask_host::SubtaskHost;
 use super::timer_service::TimeDomain;
 use super::watermarks::WatermarkTracker;
 use crate::checkpoint::{
-    self, BackendConfig, CheckpointStore, LoadedCheckpoint, PluginIdentity, SinkCheckpoint,
+    self, BackendConfig, CheckpointStore, LoadedCheckpoint, PluginIdentity, SnapshotKind,
 };
 use crate::connectors::{self, SinkMode, SinkState};
 use crate::engine::Engine;
@@ -85,7 +85,6 @@ pub struct Pipeline {
     progress: Arc<SourceProgress>,
     coordinator: Option<(Coordinator, Receiver<Ack>)>,
     drained: Arc<AtomicUsize>,
-    stopping: bool,
 }
 
 impl Pipeline {
@@ -127,7 +126,7 @@ impl Pipeline {
         for (index, sink_spec) in spec.sinks.iter().enumerate() {
             let mode = if checkpointing {
                 SinkMode::Checkpointed {
-                    restore: restore.and_then(|r| sink_state(&r.manifest.sinks, index, sink_spec)),
+                    restore: restored_sink(restore, index, sink_spec)?,
                 }
             } else {
                 SinkMode::Direct
@@ -251,7 +250,13 @@ impl Pipeline {
                 parallelism,
                 trigger_tx,
                 commit_senders,
-                restore.map(|r| r.manifest.id),
+                restore.map(|r| {
+                    let kind = match r.manifest.kind {
+                        SnapshotKind::Checkpoint => "checkpoint",
+                        SnapshotKind::Savepoint => "savepoint",
+                    };
+                    (kind.to_owned(), r.manifest.id)
+                }),
             );
             (coordinator, acks_rx)
         });
@@ -289,7 +294,6 @@ impl Pipeline {
             progress,
             coordinator,
             drained,
-            stopping: options.stop_after.is_some(),
         })
     }
 
@@ -311,7 +315,6 @@ impl Pipeline {
             progress,
             coordinator,
             drained,
-            stopping,
         } = self;
         let run_started = Instant::now();
         let mut sink_handles = Vec::new();
@@ -351,25 +354,36 @@ impl Pipeline {
                     std::thread::sleep(TICK);
                 }
                 Some((coordinator, acks)) => {
-                    let now = Instant::now();
-                    let wait = (last_tick + TICK)
-                        .min(coordinator.next_due())
-                        .saturating_duration_since(now)
+                    // Wake for the next tick, or for the next checkpoint if
+                    // one can be triggered.
+                    let mut until = last_tick + TICK;
+                    if coordinator.is_idle() && !tasks_done {
+                        until = until.min(coordinator.next_due());
+                    }
+                    let wait = until
+                        .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1));
                     match acks.recv_timeout(wait) {
                         Ok(ack) => coordinator.handle(ack),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                            // Every task has finished and every sink has
-                            // seen its last barrier: what has not completed
-                            // now never will.
-                            if tasks_done && sinks_done && acks.is_empty() {
-                                if !coordinator.is_idle() {
-                                    coordinator.abandon_in_flight(
-                                        "the pipeline stopped before it completed",
-                                    );
-                                }
+                        // Every task has finished and every sink has seen
+                        // its last barrier: what has not completed now
+                        // never will.
+                        Err(RecvTimeoutError::Timeout) if tasks_done && sinks_done => {
+                            if acks.is_empty() {
+                                coordinator
+                                    .abandon_in_flight("the pipeline stopped before it completed");
                                 break;
                             }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        // Nobody can send acks any more: all tasks are gone.
+                        Err(RecvTimeoutError::Disconnected) => {
+                            if tasks_done {
+                                coordinator
+                                    .abandon_in_flight("the pipeline stopped before it completed");
+                                break;
+                            }
+                            std::thread::sleep(TICK);
                         }
                     }
                     if !tasks_done {
@@ -383,6 +397,7 @@ impl Pipeline {
             }
         }
         on_tick(&metrics, &progress);
+        let last_checkpoint = coordinator.as_ref().map_or(Ok(()), |(c, _)| c.check_last());
         // Sinks end once no more commits can come.
         let checkpoint_stats = coordinator.map(|(c, _)| c.stats.clone());
 
@@ -410,7 +425,8 @@ impl Pipeline {
         if let Some(e) = sink_error.or(subtask_error) {
             return Err(e);
         }
-        source_result?;
+        let stopped = source_result?;
+        last_checkpoint.map_err(PipelineError::Checkpoint)?;
 
         let routed: Vec<&str> = spec.sinks.iter().map(|s| s.output()).collect();
         Ok(RunSummary {
@@ -437,7 +453,7 @@ impl Pipeline {
                 .map(|t| t.saturating_duration_since(started)),
             wall_time: run_started.elapsed(),
             checkpoints: checkpoint_stats,
-            stopped: stopping,
+            stopped,
         })
     }
 }
@@ -466,23 +482,46 @@ fn sink_target(spec: &SinkSpec) -> Option<String> {
     }
 }
 
-/// The recorded state of sink `index` if the checkpoint's sink there is the
-/// same sink (same output, same target); else it starts fresh.
-fn sink_state<'a>(
-    recorded: &'a [SinkCheckpoint],
+/// What sink `index` resumes from. A checkpoint's sink with the same output
+/// and target resumes where it committed. A sink restored from a savepoint,
+/// or one the checkpoint does not know, starts empty, and so must not write
+/// over an existing file (that output belongs to another run).
+fn restored_sink<'a>(
+    restore: Option<&'a LoadedCheckpoint>,
     index: usize,
     spec: &SinkSpec,
-) -> Option<&'a SinkState> {
-    let r = recorded.get(index)?;
-    if r.output == spec.output() && r.target == sink_target(spec) {
-        r.state.as_ref()
-    } else {
-        tracing::warn!(
-            output = spec.output(),
-            "sink {index} differs from the checkpoint's; it starts empty"
-        );
-        None
+) -> Result<Option<&'a SinkState>, PipelineError> {
+    let Some(restore) = restore else {
+        return Ok(None);
+    };
+    let target = sink_target(spec);
+    if restore.manifest.kind == SnapshotKind::Checkpoint {
+        let recorded = restore
+            .manifest
+            .sinks
+            .iter()
+            .find(|r| r.output == spec.output() && r.target == target);
+        if let Some(recorded) = recorded {
+            return Ok(recorded.state.as_ref());
+        }
     }
+    if let SinkSpec::File { path, .. } = spec
+        && std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+    {
+        let why = match restore.manifest.kind {
+            SnapshotKind::Savepoint => "a run started from a savepoint writes new outputs",
+            SnapshotKind::Checkpoint => "the checkpoint has no record of this sink",
+        };
+        return Err(PipelineError::Checkpoint(format!(
+            "sink[{index}] would overwrite {}: {why}; choose another path or remove the file",
+            path.display()
+        )));
+    }
+    tracing::info!(
+        output = spec.output(),
+        "sink {index} starts empty: the restored snapshot has no state for it"
+    );
+    Ok(None)
 }
 
 fn join<T>(handle: JoinHandle<Result<T, PipelineError>>) -> Result<T, PipelineError> {

@@ -36,8 +36,19 @@ struct Alignment {
     held: Vec<SinkMessage>,
 }
 
+/// Counts a sink as drained however its thread ends (an error or a panic
+/// included), so the coordinator never waits for a sink that is gone.
+struct DrainedGuard(Arc<AtomicUsize>);
+
+impl Drop for DrainedGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 impl SinkTask {
     pub(crate) fn run(mut self) -> Result<(), PipelineError> {
+        let mut drained = Some(DrainedGuard(self.drained.clone()));
         let mut alignment = Alignment {
             aligned: vec![false; self.producers],
             arrived: 0,
@@ -58,7 +69,7 @@ impl SinkTask {
             }
         }
         self.sink.flush()?;
-        self.drained.fetch_add(1, Ordering::SeqCst);
+        drop(drained.take());
         // Producers are done; their final checkpoint may still complete.
         for id in self.commits.iter() {
             self.sink.commit(id)?;
@@ -85,12 +96,22 @@ impl SinkTask {
                 *slot = true;
                 a.arrived += 1;
                 if a.arrived == self.producers {
-                    let result = self.sink.pre_commit(id).map_err(|e| e.to_string());
+                    let result = self.sink.pre_commit(id);
+                    let failed = result.as_ref().err().map(ToString::to_string);
                     let _ = self.acks.send(Ack::Sink {
                         id,
                         index: self.index,
-                        result,
+                        result: result.map_err(|e| e.to_string()),
                     });
+                    // A sink that could not stage its epoch may have lost
+                    // it: fail, and let a restart replay from the last
+                    // complete checkpoint.
+                    if let Some(why) = failed {
+                        return Err(PipelineError::Checkpoint(format!(
+                            "sink {} could not stage checkpoint {id}: {why}",
+                            self.index
+                        )));
+                    }
                     a.aligned.iter_mut().for_each(|x| *x = false);
                     a.arrived = 0;
                     // Replay what waited, in order; it may align again.

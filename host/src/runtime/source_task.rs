@@ -62,6 +62,14 @@ pub(crate) struct SourceTask {
     pub(crate) progress: Arc<SourceProgress>,
 }
 
+/// Whether a checkpoint is the source's last, and why.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    No,
+    EndOfInput,
+    Stop,
+}
+
 /// Why a record could not be keyed or timed.
 struct Unroutable {
     error: &'static str,
@@ -69,7 +77,8 @@ struct Unroutable {
 }
 
 impl SourceTask {
-    pub(crate) fn run(mut self) -> Result<(), PipelineError> {
+    /// Reads to the end of input; `Ok(true)` if it stopped at `stop_after`.
+    pub(crate) fn run(mut self) -> Result<bool, PipelineError> {
         let parallelism = self.subtasks.len();
         let mut records: Vec<SourceRecord> = Vec::with_capacity(BATCH);
         let mut watermark = self.watermarks.current();
@@ -78,20 +87,21 @@ impl SourceTask {
                 .stop_after
                 .is_some_and(|stop| self.records_read >= stop)
             {
-                return self.stop();
+                self.stop()?;
+                return Ok(true);
             }
             let requested = self
                 .checkpointing
                 .as_ref()
                 .is_some_and(|c| c.trigger.try_recv().is_ok());
             if requested
-                && !self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
+                && !self.checkpoint_barrier(Last::No, |id, dir| SubtaskInput::Barrier {
                     id,
                     dir,
                     stop: false,
                 })?
             {
-                return Ok(());
+                return Ok(false);
             }
             records.clear();
             // Batches end at multiples of BATCH from the very first record,
@@ -165,7 +175,7 @@ impl SourceTask {
                 };
                 // A subtask that hung up has failed; it reports why when joined.
                 if subtask.send(message).is_err() {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             watermark = next_watermark;
@@ -180,7 +190,7 @@ impl SourceTask {
         }
         if self.checkpointing.is_some() {
             // The final checkpoint commits the sinks' last epoch.
-            self.checkpoint_barrier(true, |id, dir| SubtaskInput::End {
+            self.checkpoint_barrier(Last::EndOfInput, |id, dir| SubtaskInput::End {
                 checkpoint: Some((id, dir)),
             })?;
         } else {
@@ -188,12 +198,12 @@ impl SourceTask {
                 let _ = subtask.send(SubtaskInput::End { checkpoint: None });
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Stops without draining: a last checkpoint, then every task ends.
     fn stop(&mut self) -> Result<(), PipelineError> {
-        self.checkpoint_barrier(false, |id, dir| SubtaskInput::Barrier {
+        self.checkpoint_barrier(Last::Stop, |id, dir| SubtaskInput::Barrier {
             id,
             dir,
             stop: true,
@@ -204,10 +214,9 @@ impl SourceTask {
     /// Starts a checkpoint: records the position, then sends `message` (a
     /// barrier, or the end of input carrying one) to every subtask and a
     /// barrier to every sink. Returns false if a subtask has hung up.
-    /// `finished`: taken at the end of input.
     fn checkpoint_barrier(
         &mut self,
-        finished: bool,
+        last: Last,
         message: impl Fn(u64, Arc<PathBuf>) -> SubtaskInput,
     ) -> Result<bool, PipelineError> {
         let Some(c) = self.checkpointing.as_mut() else {
@@ -215,11 +224,19 @@ impl SourceTask {
         };
         let id = c.next_id;
         c.next_id += 1;
-        let dir = Arc::new(
-            c.store
-                .in_progress_dir(id)
-                .map_err(|e| PipelineError::Checkpoint(e.to_string()))?,
-        );
+        let dir = match c.store.in_progress_dir(id) {
+            Ok(dir) => Arc::new(dir),
+            // A periodic checkpoint can be skipped; the last one cannot.
+            Err(e) if last == Last::No => {
+                tracing::warn!(checkpoint = id, "checkpoint skipped: {e}");
+                return Ok(true);
+            }
+            Err(e) => {
+                return Err(PipelineError::Checkpoint(format!(
+                    "cannot write the last checkpoint: {e}"
+                )));
+            }
+        };
         let _ = c.acks.send(Ack::Source {
             id,
             created_ms: now_ms(),
@@ -228,7 +245,8 @@ impl SourceTask {
                 records: self.records_read,
                 watermarks: self.watermarks.snapshot(),
             },
-            finished,
+            finished: last == Last::EndOfInput,
+            last: last != Last::No,
         });
         for subtask in &self.subtasks {
             if subtask.send(message(id, dir.clone())).is_err() {
