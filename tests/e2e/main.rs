@@ -7,6 +7,7 @@ mod sandbox;
 mod spec_errors;
 mod state;
 mod support;
+mod swap;
 
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
 mod tested {

@@ -8,6 +8,7 @@
 //! reaches it and passes the barrier on to the sinks; each sink pre-commits
 //! once every producer's barrier is in. One checkpoint is in flight at a time.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -62,7 +63,8 @@ pub(crate) struct PipelineIdentity {
     pub(crate) name: String,
     pub(crate) spec: serde_json::Value,
     pub(crate) key_by: String,
-    pub(crate) plugin: PluginIdentity,
+    /// Shared with the pipeline's control: a swap changes it.
+    pub(crate) plugin: Arc<Mutex<PluginIdentity>>,
     /// Per sink, in spec order: (output, where it writes).
     pub(crate) sinks: Vec<(String, Option<String>)>,
 }
@@ -265,7 +267,12 @@ impl Coordinator {
             pipeline: self.identity.name.clone(),
             spec: self.identity.spec.clone(),
             key_by: self.identity.key_by.clone(),
-            plugin: self.identity.plugin.clone(),
+            plugin: self
+                .identity
+                .plugin
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
             source: flight.source.clone().expect("complete"),
             subtasks: flight.subtasks.iter().flatten().cloned().collect(),
             sinks: self

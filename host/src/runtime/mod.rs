@@ -9,6 +9,7 @@
 //! subtask spends its life in synchronous wasm calls, and a thread per
 //! subtask keeps those off any async executor the control plane uses.
 
+mod control;
 mod coordinator;
 pub(crate) mod json_field;
 pub mod key_groups;
@@ -21,6 +22,7 @@ mod subtask_host;
 pub(crate) mod timer_service;
 pub(crate) mod watermarks;
 
+pub use control::{PipelineControl, SwapError, SwapReport};
 pub use coordinator::CheckpointStats;
 pub use outputs::RunMetrics;
 pub use pipeline::{Pipeline, RunOptions, RunSummary};

@@ -7,8 +7,8 @@
 //! channels; the caller's thread coordinates checkpoints and reports
 //! progress until they finish.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use rustc_hash::FxHashMap;
 
 use super::PipelineError;
+use super::control::PipelineControl;
 use super::coordinator::{Ack, CheckpointStats, Coordinator, PipelineIdentity};
 use super::key_groups::key_group_range;
 use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
@@ -85,6 +86,7 @@ pub struct Pipeline {
     progress: Arc<SourceProgress>,
     coordinator: Option<(Coordinator, Receiver<Ack>)>,
     drained: Arc<AtomicUsize>,
+    control: PipelineControl,
 }
 
 impl Pipeline {
@@ -154,8 +156,8 @@ impl Pipeline {
         }
         let router = OutputRouter::new(senders);
 
+        let plugin_config: Arc<str> = spec.plugin.config.to_string().into();
         let config = Arc::new(SubtaskConfig {
-            plugin_config: spec.plugin.config.to_string(),
             memory_bytes: (spec.limits.memory_mb as usize) << 20,
             call_timeout_ms: spec.limits.call_timeout_ms,
             on_error: spec.on_error,
@@ -202,6 +204,7 @@ impl Pipeline {
             host.watermark = restored_watermark;
             subtasks.push(Subtask::start(
                 index,
+                plugin_config.clone(),
                 key_group_range(index, spec.parallelism),
                 plugin.clone(),
                 host,
@@ -226,16 +229,25 @@ impl Pipeline {
         }
 
         let (trigger_tx, trigger_rx) = bounded::<()>(1);
+        let (swaps_tx, swaps_rx) = unbounded();
+        let identity = Arc::new(Mutex::new(PluginIdentity {
+            digest: plugin.digest().to_owned(),
+            config: spec.plugin.config.clone(),
+        }));
+        let control = PipelineControl {
+            swaps: swaps_tx,
+            parallelism,
+            memory_bytes: config.memory_bytes,
+            call_timeout_ms: config.call_timeout_ms,
+            identity: identity.clone(),
+        };
         let coordinator = spec.checkpoint.as_ref().map(|c| {
             let store = CheckpointStore::new(&c.dir, &spec.name);
             let identity = PipelineIdentity {
                 name: spec.name.clone(),
                 spec: serde_json::to_value(spec).unwrap_or_default(),
                 key_by: spec.key_by.field.clone(),
-                plugin: PluginIdentity {
-                    digest: plugin.digest().to_owned(),
-                    config: spec.plugin.config.clone(),
-                },
+                plugin: identity.clone(),
                 sinks: spec
                     .sinks
                     .iter()
@@ -274,6 +286,7 @@ impl Pipeline {
                     acks: acks_tx.clone(),
                 }
             }),
+            swaps: swaps_rx,
             timestamps: spec.timestamp_source(),
             keys: spec.key_source(),
             watermarks,
@@ -294,7 +307,13 @@ impl Pipeline {
             progress,
             coordinator,
             drained,
+            control,
         })
+    }
+
+    /// A handle to swap the plugin while the pipeline runs.
+    pub fn control(&self) -> PipelineControl {
+        self.control.clone()
     }
 
     /// Runs to the end of the source. `on_tick` is called about ten times a
@@ -315,7 +334,10 @@ impl Pipeline {
             progress,
             coordinator,
             drained,
+            control,
         } = self;
+        // The source ends when the input does; a swap after that fails.
+        drop(control);
         let run_started = Instant::now();
         let mut sink_handles = Vec::new();
         for (output, task) in sinks {

@@ -19,12 +19,13 @@ use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
 use super::outputs::{OutputRouter, RunMetrics};
-use super::subtask::SubtaskInput;
+use super::subtask::{SubtaskInput, SwapOutcome};
+use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
 use crate::checkpoint::{CheckpointStore, SourceCheckpoint};
 use crate::connectors::{OutputRecord, Source, SourceRecord};
-use crate::engine::Event;
+use crate::engine::{Event, Plugin};
 use crate::spec::{DEAD_LETTER_OUTPUT, KeySource, TimestampSource};
 
 /// Source records per batch (and per watermark update).
@@ -53,6 +54,8 @@ pub(crate) struct SourceTask {
     /// Stop (with a checkpoint, without draining) after this many records.
     pub(crate) stop_after: Option<u64>,
     pub(crate) checkpointing: Option<SourceCheckpointing>,
+    /// Plugin swaps to hand to every subtask at the next batch boundary.
+    pub(crate) swaps: Receiver<SwapRequest>,
     pub(crate) timestamps: Option<TimestampSource>,
     pub(crate) keys: KeySource,
     pub(crate) watermarks: WatermarkTracker,
@@ -60,6 +63,13 @@ pub(crate) struct SourceTask {
     pub(crate) router: OutputRouter,
     pub(crate) metrics: Arc<RunMetrics>,
     pub(crate) progress: Arc<SourceProgress>,
+}
+
+/// A swap on its way to the subtasks; each replies on `reply`.
+pub(crate) struct SwapRequest {
+    pub(crate) plugin: Plugin<SubtaskHost>,
+    pub(crate) config: Arc<str>,
+    pub(crate) reply: Sender<SwapOutcome>,
 }
 
 /// Whether a checkpoint is the source's last, and why.
@@ -89,6 +99,18 @@ impl SourceTask {
             {
                 self.stop()?;
                 return Ok(true);
+            }
+            while let Ok(swap) = self.swaps.try_recv() {
+                for subtask in &self.subtasks {
+                    let message = SubtaskInput::Swap {
+                        plugin: swap.plugin.clone(),
+                        config: swap.config.clone(),
+                        reply: swap.reply.clone(),
+                    };
+                    if subtask.send(message).is_err() {
+                        return Ok(false);
+                    }
+                }
             }
             let requested = self
                 .checkpointing

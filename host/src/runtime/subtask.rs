@@ -42,6 +42,13 @@ pub(crate) enum SubtaskInput {
         dir: Arc<PathBuf>,
         stop: bool,
     },
+    /// Switch to another plugin (version or config) at this event boundary,
+    /// keeping state and timers; the outcome goes to `reply`.
+    Swap {
+        plugin: Plugin<SubtaskHost>,
+        config: Arc<str>,
+        reply: Sender<SwapOutcome>,
+    },
     /// The bounded source is exhausted: the watermark goes to +∞, due timers
     /// fire, and the final checkpoint (if any) is taken.
     End {
@@ -63,8 +70,11 @@ pub struct SubtaskReport {
     pub discarded_processing_timers: u64,
 }
 
+/// One subtask's part of a swap: how long it paused, or why it kept the
+/// old version.
+pub(crate) type SwapOutcome = Result<Duration, String>;
+
 pub(crate) struct SubtaskConfig {
-    pub(crate) plugin_config: String,
     pub(crate) memory_bytes: usize,
     pub(crate) call_timeout_ms: u64,
     pub(crate) on_error: OnError,
@@ -72,6 +82,8 @@ pub(crate) struct SubtaskConfig {
 
 pub(crate) struct Subtask {
     index: usize,
+    /// The config handed to `open` (it changes with a swap).
+    plugin_config: Arc<str>,
     key_groups: RangeInclusive<u16>,
     /// Where checkpoint parts go; `None` when the pipeline keeps none.
     acks: Option<Sender<Ack>>,
@@ -95,6 +107,7 @@ impl Subtask {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         index: usize,
+        plugin_config: Arc<str>,
         key_groups: RangeInclusive<u16>,
         plugin: Plugin<SubtaskHost>,
         host: SubtaskHost,
@@ -106,6 +119,7 @@ impl Subtask {
         let watermark = host.watermark;
         let mut subtask = Self {
             index,
+            plugin_config,
             key_groups,
             acks,
             plugin,
@@ -127,7 +141,7 @@ impl Subtask {
             self.config.call_timeout_ms,
         )
         .map_err(|(e, _)| PipelineError::Engine(e))?;
-        let open_error = match instance.open(&self.config.plugin_config) {
+        let open_error = match instance.open(&self.plugin_config) {
             Ok(Ok(())) => None,
             Ok(Err(reason)) => Some(reason),
             Err(trap) => Some(trap.message),
@@ -185,6 +199,13 @@ impl Subtask {
                     self.advance_watermark(watermark)?;
                     self.fire_processing_timers()?;
                 }
+                Some(SubtaskInput::Swap {
+                    plugin,
+                    config,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.swap(plugin, config)?);
+                }
                 Some(SubtaskInput::Barrier { id, dir, stop }) => {
                     self.checkpoint(id, &dir)?;
                     if stop {
@@ -202,6 +223,57 @@ impl Subtask {
                 None => return Ok(self.finish()),
             }
         }
+    }
+
+    /// Moves state and timers (the host) into an instance of `plugin` and
+    /// opens it. If that fails, the old version is put back around the same
+    /// host and the reason returned: a failed swap changes nothing.
+    fn swap(
+        &mut self,
+        plugin: Plugin<SubtaskHost>,
+        config: Arc<str>,
+    ) -> Result<SwapOutcome, PipelineError> {
+        let started = std::time::Instant::now();
+        let host = self.instance.take().expect("instance present").into_host();
+        match self.open_new(&plugin, &config, host) {
+            Ok(instance) => {
+                self.instance = Some(instance);
+                self.plugin = plugin;
+                self.plugin_config = config;
+                Ok(Ok(started.elapsed()))
+            }
+            Err(failed) => {
+                let (reason, host) = *failed;
+                // The old version opened with its config before; it does again.
+                self.instantiate(host)?;
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    /// An opened instance of `plugin` around `host`, or why not (and the host).
+    fn open_new(
+        &self,
+        plugin: &Plugin<SubtaskHost>,
+        config: &str,
+        host: SubtaskHost,
+    ) -> Result<PluginInstance<SubtaskHost>, Box<(String, SubtaskHost)>> {
+        let mut instance = PluginInstance::new(
+            plugin,
+            host,
+            self.config.memory_bytes,
+            self.config.call_timeout_ms,
+        )
+        .map_err(|(e, host)| Box::new((e.to_string(), host)))?;
+        let refused = match instance.open(config) {
+            Ok(Ok(())) => return Ok(instance),
+            Ok(Err(reason)) => reason,
+            Err(trap) => trap.message,
+        };
+        Err(Box::new((
+            format!("open failed: {refused}"),
+            instance.into_host(),
+        )))
     }
 
     /// Writes this subtask's part of checkpoint `id` and passes the barrier
