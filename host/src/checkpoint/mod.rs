@@ -114,8 +114,9 @@ pub struct SubtaskCheckpoint {
     /// Declared states in id order: entries refer to states by index here.
     pub states: Vec<DeclaredState>,
     pub state: StateFiles,
-    /// Frame file of pending timers.
-    pub timers: String,
+    /// Frame file of pending timers; `None` when they are in the RocksDB
+    /// checkpoint (`state`).
+    pub timers: Option<String>,
     pub timer_count: u64,
 }
 

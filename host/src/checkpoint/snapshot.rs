@@ -10,20 +10,21 @@ use super::frames::{FrameWriter, read_frames};
 use super::store::LoadedCheckpoint;
 use super::{CheckpointError, DeclaredState, StateFiles, SubtaskCheckpoint};
 use crate::runtime::key_groups::key_group_range;
-use crate::runtime::timer_service::{TimeDomain, TimerService};
+use crate::runtime::timer_service::TimeDomain;
+use crate::runtime::timers::{Timers, stored_domain};
 use crate::spec::StateBackendKind;
 use crate::state::{
     KeyedStateBackend, MemoryBackend, RocksDbBackend, RocksDbOptions, StateCatalog, StateEntry,
-    StateId, read_rocksdb_checkpoint,
+    StateId, read_rocksdb_checkpoint, read_rocksdb_timers,
 };
 
 /// One pending timer in a snapshot.
 #[derive(Debug, Serialize, Deserialize)]
-struct TimerRecord {
-    domain: TimeDomain,
-    kg: u16,
-    key: Vec<u8>,
-    ts: i64,
+pub(crate) struct TimerRecord {
+    pub(crate) domain: TimeDomain,
+    pub(crate) kg: u16,
+    pub(crate) key: Vec<u8>,
+    pub(crate) ts: i64,
 }
 
 /// How a subtask's state backend is made.
@@ -36,11 +37,16 @@ pub(crate) struct BackendConfig {
 }
 
 impl BackendConfig {
-    pub(crate) fn open_empty(&self) -> Result<Box<dyn KeyedStateBackend>, CheckpointError> {
+    /// An empty backend and its timer store.
+    pub(crate) fn open_empty(
+        &self,
+    ) -> Result<(Box<dyn KeyedStateBackend>, Timers), CheckpointError> {
         Ok(match self.kind {
-            StateBackendKind::Memory => Box::new(MemoryBackend::default()),
+            StateBackendKind::Memory => (Box::new(MemoryBackend::default()), Timers::default()),
             StateBackendKind::Rocksdb => {
-                Box::new(RocksDbBackend::open(&self.dir, self.rocksdb.clone())?)
+                let backend = RocksDbBackend::open(&self.dir, self.rocksdb.clone())?;
+                let timers = Timers::Rocks(backend.timer_store()?);
+                (Box::new(backend), timers)
             }
         })
     }
@@ -53,7 +59,7 @@ pub(crate) fn write_subtask(
     key_groups: RangeInclusive<u16>,
     backend: &mut dyn KeyedStateBackend,
     catalog: &StateCatalog,
-    timers: &TimerService,
+    timers: &Timers,
 ) -> Result<SubtaskCheckpoint, CheckpointError> {
     let rel = format!("subtask-{index}");
     let dir = checkpoint_dir.join(&rel);
@@ -79,17 +85,26 @@ pub(crate) fn write_subtask(
         StateFiles::Portable { file, entries }
     };
 
-    let timers_file = format!("{rel}/timers.bin");
-    let mut out = FrameWriter::create(&checkpoint_dir.join(&timers_file))?;
-    for t in timers.iter() {
-        out.write(&TimerRecord {
-            domain: t.domain,
-            kg: t.key_group,
-            key: t.key.to_vec(),
-            ts: t.timestamp,
-        })?;
-    }
-    let timer_count = out.finish()?;
+    // Timers in RocksDB are in its native checkpoint already.
+    let (timers_file, timer_count) = match timers.in_memory() {
+        Some(pending) => {
+            let file = format!("{rel}/timers.bin");
+            let mut out = FrameWriter::create(&checkpoint_dir.join(&file))?;
+            for t in pending {
+                out.write(&TimerRecord {
+                    domain: t.domain,
+                    kg: t.key_group,
+                    key: t.key.to_vec(),
+                    ts: t.timestamp,
+                })?;
+            }
+            (Some(file), out.finish()?)
+        }
+        None => (
+            None,
+            (timers.len(TimeDomain::EventTime) + timers.len(TimeDomain::ProcessingTime)) as u64,
+        ),
+    };
 
     Ok(SubtaskCheckpoint {
         index,
@@ -111,7 +126,7 @@ pub(crate) fn write_subtask(
 pub(crate) struct RestoredSubtask {
     pub(crate) backend: Box<dyn KeyedStateBackend>,
     pub(crate) catalog: StateCatalog,
-    pub(crate) timers: TimerService,
+    pub(crate) timers: Timers,
 }
 
 /// Builds the state of subtask `index` of `parallelism` from a checkpoint
@@ -132,7 +147,6 @@ pub(crate) fn restore_subtask(
         .collect();
 
     let mut catalog = StateCatalog::default();
-    let mut timers = TimerService::new();
     // Same key groups, RocksDB on both sides: link the checkpoint's files
     // in, and the declared states keep their ids. Otherwise gather entries.
     let native = match sources.as_slice() {
@@ -144,17 +158,24 @@ pub(crate) fn restore_subtask(
         }
         _ => None,
     };
-    let backend = if let Some((only, dir)) = native {
+    let (backend, mut timers) = if let Some((only, dir)) = native {
         for s in &only.states {
             declare(&mut catalog, s)?;
         }
-        Box::new(RocksDbBackend::restore(
+        let backend = RocksDbBackend::restore(
             &checkpoint.dir.join(dir),
             &config.dir,
             config.rocksdb.clone(),
-        )?) as Box<dyn KeyedStateBackend>
+        )?;
+        // The timers came with the database.
+        let timers = Timers::Rocks(backend.timer_store()?);
+        return Ok(RestoredSubtask {
+            backend: Box::new(backend),
+            catalog,
+            timers,
+        });
     } else {
-        let mut backend = config.open_empty()?;
+        let (mut backend, timers) = config.open_empty()?;
         for source in &sources {
             let ids: Vec<StateId> = source
                 .states
@@ -164,15 +185,31 @@ pub(crate) fn restore_subtask(
             let range = overlap(&source.key_group_range(), &owned).unwrap_or(owned.clone());
             import_state(checkpoint, source, &ids, range, backend.as_mut())?;
         }
-        backend
+        (backend, timers)
     };
     for source in &sources {
-        read_frames(&checkpoint.dir.join(&source.timers), |t: TimerRecord| {
-            if owned.contains(&t.kg) {
-                timers.register(t.domain, t.kg, &t.key, t.ts);
+        match (&source.timers, &source.state) {
+            (Some(file), _) => {
+                read_frames(&checkpoint.dir.join(file), |t: TimerRecord| {
+                    if owned.contains(&t.kg) {
+                        timers.register(t.domain, t.kg, &t.key, t.ts)?;
+                    }
+                    Ok(())
+                })?;
             }
-            Ok(())
-        })?;
+            (None, StateFiles::Rocksdb { dir }) => {
+                read_rocksdb_timers(&checkpoint.dir.join(dir), owned.clone(), |t| {
+                    timers.register(stored_domain(&t), t.kg, &t.key, t.ts)?;
+                    Ok(())
+                })?;
+            }
+            (None, StateFiles::Portable { .. }) => {
+                return Err(CheckpointError::Corrupt(format!(
+                    "subtask {} records neither a timer file nor a RocksDB checkpoint",
+                    source.index
+                )));
+            }
+        }
     }
     Ok(RestoredSubtask {
         backend,

@@ -6,10 +6,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::frames::{FrameWriter, read_frames};
+use super::snapshot::TimerRecord;
 use super::{
     CheckpointError, FORMAT_VERSION, FileEntry, MANIFEST, Manifest, SnapshotKind, StateFiles,
 };
-use crate::state::{StateEntry, StateError, read_rocksdb_checkpoint};
+use crate::runtime::timers::stored_domain;
+use crate::state::{StateEntry, StateError, read_rocksdb_checkpoint, read_rocksdb_timers};
 
 const COMPLETE_PREFIX: &str = "chk-";
 const MANIFEST_CRC: &str = "MANIFEST.json.crc32";
@@ -270,10 +272,41 @@ pub fn export_savepoint(
             }
         }
         let entries = out.finish()?;
+        let timers_file = format!("subtask-{}/timers.bin", subtask.index);
+        match &subtask.timers {
+            Some(file) => {
+                let from = checkpoint.dir.join(file);
+                std::fs::copy(&from, staging.join(&timers_file))
+                    .map_err(|e| CheckpointError::io(&from, e))?;
+            }
+            None => {
+                let StateFiles::Rocksdb { dir } = &subtask.state else {
+                    return Err(CheckpointError::Corrupt(format!(
+                        "subtask {} records neither a timer file nor a RocksDB checkpoint",
+                        subtask.index
+                    )));
+                };
+                let mut out = FrameWriter::create(&staging.join(&timers_file))?;
+                let mut failed = None;
+                read_rocksdb_timers(&checkpoint.dir.join(dir), subtask.key_group_range(), |t| {
+                    let record = TimerRecord {
+                        domain: stored_domain(&t),
+                        kg: t.kg,
+                        key: t.key,
+                        ts: t.ts,
+                    };
+                    out.write(&record).map_err(|e| {
+                        let message = e.to_string();
+                        failed = Some(e);
+                        StateError::Io(message)
+                    })
+                })
+                .map_err(|e| failed.take().unwrap_or(e.into()))?;
+                out.finish()?;
+            }
+        }
         subtask.state = StateFiles::Portable { file, entries };
-        let timers = checkpoint.dir.join(&subtask.timers);
-        std::fs::copy(&timers, staging.join(&subtask.timers))
-            .map_err(|e| CheckpointError::io(&timers, e))?;
+        subtask.timers = Some(timers_file);
     }
     manifest.files = list_files(&staging, None)?;
     manifest.size_bytes = manifest.files.iter().map(|f| f.size).sum();

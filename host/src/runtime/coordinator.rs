@@ -334,7 +334,7 @@ fn placeholder(index: usize) -> SubtaskCheckpoint {
             file: String::new(),
             entries: 0,
         },
-        timers: String::new(),
+        timers: None,
         timer_count: 0,
     }
 }

@@ -20,6 +20,7 @@ mod source_task;
 mod subtask;
 mod subtask_host;
 pub(crate) mod timer_service;
+pub(crate) mod timers;
 pub(crate) mod watermarks;
 
 pub use control::{PipelineControl, SwapError, SwapReport};
@@ -46,6 +47,8 @@ pub enum PipelineError {
         kind: String,
         reason: String,
     },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error(transparent)]

@@ -199,7 +199,12 @@ impl Pipeline {
                     host.timers = restored.timers;
                     host
                 }
-                None => SubtaskHost::new(spec.name.clone(), index, backend_config.open_empty()?),
+                None => {
+                    let (backend, timers) = backend_config.open_empty()?;
+                    let mut host = SubtaskHost::new(spec.name.clone(), index, backend);
+                    host.timers = timers;
+                    host
+                }
             };
             host.watermark = restored_watermark;
             subtasks.push(Subtask::start(

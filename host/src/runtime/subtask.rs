@@ -173,7 +173,7 @@ impl Subtask {
                 .instance()
                 .host()
                 .timers
-                .next_timestamp(TimeDomain::ProcessingTime);
+                .next_timestamp(TimeDomain::ProcessingTime)?;
             let message = match next_timer {
                 None => input.recv().ok(),
                 Some(at) => {
@@ -365,7 +365,7 @@ impl Subtask {
             .instance()
             .host()
             .timers
-            .next_timestamp(TimeDomain::ProcessingTime)
+            .next_timestamp(TimeDomain::ProcessingTime)?
             .is_some_and(|ts| ts <= now);
         if due {
             self.fire_timers(TimeDomain::ProcessingTime, now)?;
@@ -380,7 +380,7 @@ impl Subtask {
             self.instance()
                 .host()
                 .timers
-                .pop_due(domain, up_to, &mut fired);
+                .pop_due(domain, up_to, &mut fired)?;
             if fired.is_empty() {
                 return Ok(());
             }

@@ -8,7 +8,8 @@
 //! reads) or rejects the item (for changes), never a host panic.
 
 use super::outputs::OutputBuffer;
-use super::timer_service::{TimeDomain, TimerService};
+use super::timer_service::TimeDomain;
+use super::timers::Timers;
 use crate::connectors::OutputRecord;
 use crate::engine::bindings::weir::plugin::state::StateKind as WitStateKind;
 use crate::engine::bindings::weir::plugin::{log, state, timers, types};
@@ -86,7 +87,7 @@ pub(crate) struct SubtaskHost {
     pub(crate) subtask: usize,
     pub(crate) backend: Box<dyn KeyedStateBackend>,
     pub(crate) catalog: StateCatalog,
-    pub(crate) timers: TimerService,
+    pub(crate) timers: Timers,
     pub(crate) outputs: OutputBuffer,
     pub(crate) scope: BatchScope,
     pub(crate) watermark: i64,
@@ -141,7 +142,7 @@ impl SubtaskHost {
             subtask,
             backend,
             catalog: StateCatalog::default(),
-            timers: TimerService::default(),
+            timers: Timers::default(),
             outputs,
             scope: BatchScope::default(),
             watermark: i64::MIN,
@@ -189,10 +190,11 @@ impl SubtaskHost {
                     self.backend.list_clear(kg, id, key)?;
                 }
                 Effect::TimerRegister(t) => {
-                    self.timers.register(domain(t.domain), kg, key, t.timestamp);
+                    self.timers
+                        .register(domain(t.domain), kg, key, t.timestamp)?;
                 }
                 Effect::TimerDelete(t) => {
-                    self.timers.delete(domain(t.domain), key, t.timestamp);
+                    self.timers.delete(domain(t.domain), kg, key, t.timestamp)?;
                 }
                 Effect::Emit(record) => {
                     let output = match record.output.as_deref() {

@@ -8,6 +8,7 @@
 mod catalog;
 mod memory;
 mod rocks;
+mod rocks_timers;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::path::Path;
 pub use catalog::{StateCatalog, StateId, StateKind};
 pub use memory::MemoryBackend;
 pub use rocks::{RocksDbBackend, RocksDbOptions, read_rocksdb_checkpoint};
+pub use rocks_timers::{RocksTimers, StoredTimer, read_rocksdb_timers};
 
 /// Errors a backend can raise. The memory backend raises none; durable
 /// backends raise I/O errors here.

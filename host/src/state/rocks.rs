@@ -45,6 +45,7 @@ use std::fmt::Display;
 use std::fs;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
@@ -54,6 +55,7 @@ use rocksdb::{
 };
 use rustc_hash::FxHashMap;
 
+use super::rocks_timers::{RocksTimers, TIMERS_CF};
 use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
 
 /// Tuning of the RocksDB backend.
@@ -107,6 +109,14 @@ const KEY_SPACE_END: [u8; RUN_LEN] = [0xFF; RUN_LEN];
 /// How many dirty values one write-back batch carries, so that a write-back
 /// of a large cache does not build one huge batch in memory.
 const WRITE_BACK_BATCH: usize = 16 * 1024;
+/// Keyed state lives in the default column family, pending timers in their
+/// own; both with the same options (the timers never use the merge operator).
+fn column_families(opts: &Options) -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, TIMERS_CF]
+        .into_iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()))
+        .collect()
+}
 /// The name RocksDB records for the list merge operator.
 const LIST_MERGE_OPERATOR: &str = "weir.list.append";
 /// Block cache of a read-only checkpoint scan: it reads every block once.
@@ -119,7 +129,10 @@ struct Cached {
 }
 
 pub struct RocksDbBackend {
-    db: DB,
+    /// Shared with the subtask's timer store, which keeps pending timers in
+    /// the `timers` column family of the same database (and so in the same
+    /// checkpoints).
+    db: Arc<DB>,
     path: PathBuf,
     write_opts: WriteOptions,
     read_opts: ReadOptions,
@@ -142,7 +155,9 @@ impl RocksDbBackend {
         remove_db(&db_opts, dir)?;
         create_dir(dir)?;
         db_opts.create_if_missing(true);
-        let db = DB::open(&db_opts, dir).map_err(|e| db_error("open RocksDB", dir, &e))?;
+        db_opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&db_opts, dir, column_families(&db_opts))
+            .map_err(|e| db_error("open RocksDB", dir, &e))?;
         Ok(Self::with_db(db, dir, &options))
     }
 
@@ -161,12 +176,13 @@ impl RocksDbBackend {
         copy_checkpoint(checkpoint, dir)?;
         // The files are the checkpoint's: failing to open them means the
         // checkpoint is unusable.
-        let db = DB::open(&db_opts, dir).map_err(|e| {
-            StateError::Corrupt(format!(
-                "cannot open RocksDB restored from checkpoint {}: {e}",
-                checkpoint.display()
-            ))
-        })?;
+        let db =
+            DB::open_cf_descriptors(&db_opts, dir, column_families(&db_opts)).map_err(|e| {
+                StateError::Corrupt(format!(
+                    "cannot open RocksDB restored from checkpoint {}: {e}",
+                    checkpoint.display()
+                ))
+            })?;
         Ok(Self::with_db(db, dir, &options))
     }
 
@@ -174,7 +190,7 @@ impl RocksDbBackend {
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
         Self {
-            db,
+            db: Arc::new(db),
             path: dir.to_path_buf(),
             write_opts,
             read_opts: ReadOptions::default(),
@@ -185,6 +201,11 @@ impl RocksDbBackend {
             key_buf: Vec::with_capacity(64),
             item_buf: Vec::with_capacity(64),
         }
+    }
+
+    /// A store of pending timers in this database's `timers` column family.
+    pub fn timer_store(&self) -> Result<RocksTimers, StateError> {
+        RocksTimers::open(self.db.clone(), &self.path)
     }
 
     fn err(&self, what: &str, e: &rocksdb::Error) -> StateError {
@@ -644,7 +665,7 @@ impl KeyedStateBackend for RocksDbBackend {
             create_dir(parent)?;
         }
         let what = format!("write a checkpoint to {}", dir.display());
-        Checkpoint::new(&self.db)
+        Checkpoint::new(&*self.db)
             .and_then(|c| c.create_checkpoint(dir))
             .map_err(|e| self.err(&what, &e))?;
         Ok(true)
