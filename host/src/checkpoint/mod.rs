@@ -34,7 +34,8 @@ use crate::runtime::watermarks::WatermarkSnapshot;
 use crate::state::{StateError, StateKind};
 
 pub const MANIFEST: &str = "MANIFEST.json";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// 2: RocksDB checkpoints hold the pending timers (format 1 kept them in a file).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -19,9 +19,6 @@ use crate::checkpoint::PluginIdentity;
 use crate::engine::{Engine, EngineError, PluginInstance};
 use crate::state::MemoryBackend;
 
-/// How long a swap may wait for the subtasks to reach it.
-const SWAP_TIMEOUT: Duration = Duration::from_secs(60);
-
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     #[error("the new plugin does not load: {0}")]
@@ -85,24 +82,30 @@ impl PipelineControl {
                 reply,
             })
             .map_err(|_| SwapError::NotRunning)?;
+        // No timeout: the swap takes effect where the stream reaches it, and
+        // a request cannot be taken back once queued. If the pipeline ends
+        // first, the request is dropped with it and the channel says so.
         let mut max_pause = Duration::ZERO;
         let mut failed = Vec::new();
         let mut reason = String::new();
-        for index in 0..self.parallelism {
-            match outcomes.recv_timeout(SWAP_TIMEOUT) {
-                Ok(Ok(pause)) => max_pause = max_pause.max(pause),
-                Ok(Err(why)) => {
-                    failed.push(index);
+        for answered in 0..self.parallelism {
+            match outcomes.recv() {
+                Ok((_, Ok(pause))) => max_pause = max_pause.max(pause),
+                Ok((subtask, Err(why))) => {
+                    failed.push(subtask);
                     reason = why;
                 }
-                Err(_) if index == 0 => return Err(SwapError::NotRunning),
+                Err(_) if answered == 0 => return Err(SwapError::NotRunning),
                 Err(_) => {
-                    failed.push(index);
-                    reason = "no answer".into();
+                    return Err(SwapError::Partial {
+                        failed,
+                        reason: "the pipeline stopped during the swap".into(),
+                    });
                 }
             }
         }
         if !failed.is_empty() {
+            failed.sort_unstable();
             return Err(SwapError::Partial { failed, reason });
         }
         if let Ok(mut identity) = self.identity.lock() {

@@ -58,6 +58,8 @@ pub(crate) enum SubtaskInput {
 
 /// The most timers handed to the plugin in one call.
 const TIMER_BATCH: usize = 1024;
+/// The most due timers taken from a RocksDB timer store at once.
+const TIMER_POP_LIMIT: usize = 64 * TIMER_BATCH;
 /// Rounds of firing per watermark advance; a plugin that keeps registering
 /// already-due timers from `on-timer` would otherwise never let go.
 const MAX_TIMER_ROUNDS: usize = 10_000;
@@ -70,9 +72,9 @@ pub struct SubtaskReport {
     pub discarded_processing_timers: u64,
 }
 
-/// One subtask's part of a swap: how long it paused, or why it kept the
-/// old version.
-pub(crate) type SwapOutcome = Result<Duration, String>;
+/// One subtask's part of a swap: its index, and how long it paused or why
+/// it kept the old version.
+pub(crate) type SwapOutcome = (usize, Result<Duration, String>);
 
 pub(crate) struct SubtaskConfig {
     pub(crate) memory_bytes: usize,
@@ -204,7 +206,8 @@ impl Subtask {
                     config,
                     reply,
                 }) => {
-                    let _ = reply.send(self.swap(plugin, config)?);
+                    let outcome = self.swap(plugin, config)?;
+                    let _ = reply.send((self.index, outcome));
                 }
                 Some(SubtaskInput::Barrier { id, dir, stop }) => {
                     self.checkpoint(id, &dir)?;
@@ -232,7 +235,7 @@ impl Subtask {
         &mut self,
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
-    ) -> Result<SwapOutcome, PipelineError> {
+    ) -> Result<Result<Duration, String>, PipelineError> {
         let started = std::time::Instant::now();
         let host = self.instance.take().expect("instance present").into_host();
         match self.open_new(&plugin, &config, host) {
@@ -375,14 +378,22 @@ impl Subtask {
 
     fn fire_timers(&mut self, domain: TimeDomain, up_to: i64) -> Result<(), PipelineError> {
         let mut fired: Vec<FiredTimer> = Vec::new();
-        for _ in 0..MAX_TIMER_ROUNDS {
+        let mut rounds = 0;
+        while rounds < MAX_TIMER_ROUNDS {
             fired.clear();
-            self.instance()
-                .host()
-                .timers
-                .pop_due(domain, up_to, &mut fired)?;
-            if fired.is_empty() {
+            let n = self.instance().host().timers.pop_due(
+                domain,
+                up_to,
+                TIMER_POP_LIMIT,
+                &mut fired,
+            )?;
+            if n == 0 {
                 return Ok(());
+            }
+            // A short pop drained what was due: the next one only finds
+            // timers registered while firing. A full one is the same round.
+            if n < TIMER_POP_LIMIT {
+                rounds += 1;
             }
             let wit_domain = match domain {
                 TimeDomain::EventTime => bindings::TimeDomain::EventTime,

@@ -194,7 +194,7 @@ impl SubtaskHost {
                         .register(domain(t.domain), kg, key, t.timestamp)?;
                 }
                 Effect::TimerDelete(t) => {
-                    self.timers.delete(domain(t.domain), kg, key, t.timestamp)?;
+                    self.timers.delete(domain(t.domain), key, t.timestamp)?;
                 }
                 Effect::Emit(record) => {
                     let output = match record.output.as_deref() {

@@ -50,28 +50,30 @@ impl Timers {
     pub(crate) fn delete(
         &mut self,
         domain: TimeDomain,
-        kg: u16,
         key: &[u8],
         ts: i64,
     ) -> Result<bool, StateError> {
         match self {
             Timers::Heap(t) => Ok(t.delete(domain, key, ts)),
-            Timers::Rocks(t) => t.delete(tag(domain), kg, key, ts),
+            Timers::Rocks(t) => t.delete(tag(domain), key, ts),
         }
     }
 
-    /// Removes the timers of `domain` due at `up_to` into `out`, in order.
+    /// Removes timers of `domain` due at `up_to` into `out`, in order: all
+    /// of them in memory, at most `limit` from RocksDB (which may hold more
+    /// than fits in memory). Fewer than `limit` means none is left due.
     pub(crate) fn pop_due(
         &mut self,
         domain: TimeDomain,
         up_to: i64,
+        limit: usize,
         out: &mut Vec<FiredTimer>,
     ) -> Result<usize, StateError> {
         match self {
             Timers::Heap(t) => Ok(t.pop_due(domain, up_to, out)),
             Timers::Rocks(t) => {
-                let mut fired = Vec::new();
-                let n = t.pop_due(tag(domain), up_to, &mut fired)?;
+                let mut fired = Vec::with_capacity(limit.min(1 << 16));
+                let n = t.pop_due(tag(domain), up_to, limit, &mut fired)?;
                 out.extend(fired.into_iter().map(|s: StoredTimer| FiredTimer {
                     key: s.key,
                     key_group: s.kg,

@@ -112,10 +112,14 @@ const WRITE_BACK_BATCH: usize = 16 * 1024;
 /// Keyed state lives in the default column family, pending timers in their
 /// own; both with the same options (the timers never use the merge operator).
 fn column_families(opts: &Options) -> Vec<rocksdb::ColumnFamilyDescriptor> {
-    [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, TIMERS_CF]
-        .into_iter()
-        .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, opts.clone()))
-        .collect()
+    // Timer entries are a few bytes each: small memtables keep the write
+    // side bounded as the state's are.
+    let mut timers = opts.clone();
+    timers.set_write_buffer_size(16 << 20);
+    vec![
+        rocksdb::ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+        rocksdb::ColumnFamilyDescriptor::new(TIMERS_CF, timers),
+    ]
 }
 /// The name RocksDB records for the list merge operator.
 const LIST_MERGE_OPERATOR: &str = "weir.list.append";

@@ -2,9 +2,10 @@
 //! database, so timers take no memory per key and ride in the same native
 //! checkpoints as the keyed state.
 //!
-//! A timer's key is `[domain u8][ts u64 BE, sign bit flipped][kg u16 BE][key]`:
-//! one domain's timers sort by time, then key group, then key, so firing
-//! is a range scan from the front. Values are empty. Scans start at the
+//! A timer's key is `[domain u8][ts u64 BE, sign bit flipped][key]` and its
+//! value the key group (u16 BE): one domain's timers sort by time, then key
+//! bytes, the order the in-memory timer service fires them in, so firing is
+//! a range scan from the front and both backends fire ties alike. Scans start at the
 //! lowest timestamp that can still be pending (below it are only the
 //! tombstones of fired timers), and the earliest timestamp per domain is
 //! cached, so `next_timestamp` costs no read while nothing changes it.
@@ -49,29 +50,29 @@ fn unflip(bits: u64) -> i64 {
     (bits ^ (1 << 63)) as i64
 }
 
-fn encode(buf: &mut Vec<u8>, domain: u8, ts: i64, kg: u16, key: &[u8]) {
+fn encode(buf: &mut Vec<u8>, domain: u8, ts: i64, key: &[u8]) {
     buf.clear();
     buf.push(domain);
     buf.extend_from_slice(&flip(ts).to_be_bytes());
-    buf.extend_from_slice(&kg.to_be_bytes());
     buf.extend_from_slice(key);
 }
 
-fn decode(raw: &[u8], path: &Path) -> Result<StoredTimer, StateError> {
-    if raw.len() < 11 {
+fn decode(raw: &[u8], value: &[u8], path: &Path) -> Result<StoredTimer, StateError> {
+    let (Some(ts), [a, b]) = (raw.get(1..9), value) else {
         return Err(StateError::Corrupt(format!(
-            "{}: a timer key of {} bytes",
+            "{}: a timer entry of {} + {} bytes",
             path.display(),
-            raw.len()
+            raw.len(),
+            value.len()
         )));
-    }
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&raw[1..9]);
+    };
+    let mut bits = [0u8; 8];
+    bits.copy_from_slice(ts);
     Ok(StoredTimer {
         domain: raw[0],
-        ts: unflip(u64::from_be_bytes(ts)),
-        kg: u16::from_be_bytes([raw[9], raw[10]]),
-        key: raw[11..].to_vec(),
+        ts: unflip(u64::from_be_bytes(bits)),
+        kg: u16::from_be_bytes([*a, *b]),
+        key: raw[9..].to_vec(),
     })
 }
 
@@ -118,8 +119,8 @@ impl RocksTimers {
             .ok_or_else(|| StateError::Corrupt(format!("{} has no timers", self.path.display())))
     }
 
-    fn exists(&mut self, domain: u8, ts: i64, kg: u16, key: &[u8]) -> Result<bool, StateError> {
-        encode(&mut self.key_buf, domain, ts, kg, key);
+    fn exists(&mut self, domain: u8, ts: i64, key: &[u8]) -> Result<bool, StateError> {
+        encode(&mut self.key_buf, domain, ts, key);
         let cf = self.cf()?;
         self.db
             .get_pinned_cf(cf, &self.key_buf)
@@ -135,12 +136,12 @@ impl RocksTimers {
         key: &[u8],
         ts: i64,
     ) -> Result<bool, StateError> {
-        if self.exists(domain, ts, kg, key)? {
+        if self.exists(domain, ts, key)? {
             return Ok(false);
         }
         let cf = self.cf()?;
         self.db
-            .put_cf_opt(cf, &self.key_buf, [], &self.write_opts)
+            .put_cf_opt(cf, &self.key_buf, kg.to_be_bytes(), &self.write_opts)
             .map_err(|e| db_err("write a timer", &self.path, e))?;
         let d = usize::from(domain);
         self.len[d] += 1;
@@ -152,8 +153,8 @@ impl RocksTimers {
     }
 
     /// Deletes a pending timer; false if there was none.
-    pub fn delete(&mut self, domain: u8, kg: u16, key: &[u8], ts: i64) -> Result<bool, StateError> {
-        if !self.exists(domain, ts, kg, key)? {
+    pub fn delete(&mut self, domain: u8, key: &[u8], ts: i64) -> Result<bool, StateError> {
+        if !self.exists(domain, ts, key)? {
             return Ok(false);
         }
         let cf = self.cf()?;
@@ -168,12 +169,15 @@ impl RocksTimers {
         Ok(true)
     }
 
-    /// Removes every timer of `domain` at or before `up_to` and appends
-    /// them to `out`, by time, then key group and key.
+    /// Removes the timers of `domain` at or before `up_to`, at most `limit`
+    /// of them (so firing millions at once never holds them all in memory),
+    /// and appends them to `out` by time, then key. Returns how many; fewer
+    /// than `limit` means none is left due.
     pub fn pop_due(
         &mut self,
         domain: u8,
         up_to: i64,
+        limit: usize,
         out: &mut Vec<StoredTimer>,
     ) -> Result<usize, StateError> {
         let d = usize::from(domain);
@@ -184,13 +188,13 @@ impl RocksTimers {
         let floor = self.floor[d];
         self.scan(domain, domain, floor, up_to, |t| {
             out.push(t);
-            Ok(true)
+            Ok(out.len() - before < limit)
         })?;
         let mut batch = WriteBatch::default();
         let cf = self.cf()?;
         let mut key = Vec::with_capacity(64);
         for t in &out[before..] {
-            encode(&mut key, t.domain, t.ts, t.kg, &t.key);
+            encode(&mut key, t.domain, t.ts, &t.key);
             batch.delete_cf(cf, &key);
         }
         self.db
@@ -198,7 +202,12 @@ impl RocksTimers {
             .map_err(|e| db_err("delete fired timers", &self.path, e))?;
         let fired = out.len() - before;
         self.len[d] -= fired;
-        self.floor[d] = up_to.saturating_add(1).max(floor);
+        // Stopped at the limit: more may wait at the last timestamp taken.
+        self.floor[d] = match out.last() {
+            Some(last) if fired == limit => last.ts,
+            _ => up_to.saturating_add(1),
+        }
+        .max(floor);
         self.next[d] = None;
         Ok(fired)
     }
@@ -245,8 +254,8 @@ impl RocksTimers {
             opts.set_iterate_range(bound(domain, from)..upper);
             let mut iter: DBRawIterator<'_> = self.db.raw_iterator_cf_opt(cf, opts);
             iter.seek_to_first();
-            while let Some(key) = iter.key() {
-                if !each(decode(key, &self.path)?)? {
+            while let Some((key, value)) = iter.item() {
+                if !each(decode(key, value, &self.path)?)? {
                     return Ok(());
                 }
                 iter.next();
@@ -305,19 +314,22 @@ mod tests {
         let backend =
             RocksDbBackend::open(&dir.path().join("db"), RocksDbOptions::default()).unwrap();
         let mut timers = backend.timer_store().unwrap();
+        // Ties fire by key, whatever the key group (as in memory).
         assert!(timers.register(0, 3, b"b", 20).unwrap());
-        assert!(timers.register(0, 3, b"a", 20).unwrap());
+        assert!(timers.register(0, 7, b"a", 20).unwrap());
         assert!(!timers.register(0, 3, b"a", 20).unwrap());
         assert!(timers.register(0, 1, b"z", -5).unwrap());
         assert!(timers.register(1, 1, b"p", 7).unwrap());
         assert!(timers.register(0, 9, b"late", 100).unwrap());
         assert_eq!(timers.len(0), 4);
         assert_eq!(timers.next_timestamp(0).unwrap(), Some(-5));
-        assert!(timers.delete(0, 9, b"late", 100).unwrap());
-        assert!(!timers.delete(0, 9, b"late", 100).unwrap());
+        assert!(timers.delete(0, b"late", 100).unwrap());
+        assert!(!timers.delete(0, b"late", 100).unwrap());
 
+        // A limit takes the first ones and leaves the rest due.
         let mut fired = Vec::new();
-        assert_eq!(timers.pop_due(0, 20, &mut fired).unwrap(), 3);
+        assert_eq!(timers.pop_due(0, 20, 2, &mut fired).unwrap(), 2);
+        assert_eq!(timers.pop_due(0, 20, 2, &mut fired).unwrap(), 1);
         let order: Vec<(i64, &[u8])> = fired.iter().map(|t| (t.ts, t.key.as_slice())).collect();
         assert_eq!(order, vec![(-5, &b"z"[..]), (20, b"a"), (20, b"b")]);
         assert_eq!(timers.next_timestamp(0).unwrap(), None);
