@@ -275,35 +275,6 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn import(&mut self, entry: StateEntry) -> Result<(), StateError> {
-        match entry {
-            StateEntry::Value {
-                kg,
-                state,
-                key,
-                value,
-            } => self.value_set(kg, state, &key, value),
-            StateEntry::MapEntry {
-                kg,
-                state,
-                key,
-                map_key,
-                value,
-            } => self.map_put(kg, state, &key, map_key, value),
-            StateEntry::List {
-                kg,
-                state,
-                key,
-                items,
-            } => {
-                for item in items {
-                    self.list_append(kg, state, &key, item)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
     fn retain_key_groups(&mut self, keep: RangeInclusive<u16>) -> Result<(), StateError> {
         for (kg, group) in self.groups.iter_mut().enumerate() {
             if !keep.contains(&(kg as u16)) {
@@ -321,47 +292,21 @@ impl KeyedStateBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::behaviour;
 
     #[test]
     fn values_are_scoped_by_key_and_state() {
-        let mut b = MemoryBackend::default();
-        b.value_set(3, 0, b"alice", b"1".to_vec()).unwrap();
-        b.value_set(3, 1, b"alice", b"2".to_vec()).unwrap();
-        b.value_set(3, 0, b"bob", b"3".to_vec()).unwrap();
-        assert_eq!(b.value_get(3, 0, b"alice").unwrap().unwrap(), b"1");
-        assert_eq!(b.value_get(3, 1, b"alice").unwrap().unwrap(), b"2");
-        assert_eq!(b.value_get(3, 0, b"bob").unwrap().unwrap(), b"3");
-        assert_eq!(b.value_get(3, 1, b"bob").unwrap(), None);
-        assert_eq!(b.key_count(), 2);
+        behaviour::values_are_scoped_by_key_and_state(&mut MemoryBackend::default());
     }
 
     #[test]
     fn a_key_whose_last_state_is_cleared_is_forgotten() {
-        let mut b = MemoryBackend::default();
-        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
-        b.list_append(1, 2, b"k", b"x".to_vec()).unwrap();
-        b.value_clear(1, 0, b"k").unwrap();
-        assert_eq!(b.key_count(), 1);
-        b.list_clear(1, 2, b"k").unwrap();
-        assert_eq!(b.key_count(), 0);
+        behaviour::a_key_whose_last_state_is_cleared_is_forgotten(&mut MemoryBackend::default());
     }
 
     #[test]
     fn maps_keep_entries_ordered_and_drop_when_emptied() {
-        let mut b = MemoryBackend::default();
-        b.map_put(0, 0, b"k", b"b".to_vec(), b"2".to_vec()).unwrap();
-        b.map_put(0, 0, b"k", b"a".to_vec(), b"1".to_vec()).unwrap();
-        assert_eq!(
-            b.map_entries(0, 0, b"k").unwrap(),
-            vec![
-                (b"a".to_vec(), b"1".to_vec()),
-                (b"b".to_vec(), b"2".to_vec())
-            ]
-        );
-        assert_eq!(b.map_get(0, 0, b"k", b"a").unwrap().unwrap(), b"1");
-        b.map_remove(0, 0, b"k", b"a").unwrap();
-        b.map_remove(0, 0, b"k", b"b").unwrap();
-        assert_eq!(b.key_count(), 0);
+        behaviour::maps_keep_entries_ordered_and_drop_when_emptied(&mut MemoryBackend::default());
     }
 
     #[test]
@@ -393,15 +338,6 @@ mod tests {
 
     #[test]
     fn lists_append_in_order() {
-        let mut b = MemoryBackend::default();
-        for v in [b"1", b"2", b"3"] {
-            b.list_append(9, 4, b"k", v.to_vec()).unwrap();
-        }
-        assert_eq!(
-            b.list_read(9, 4, b"k").unwrap(),
-            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
-        );
-        let view = b.key_state(9, b"k").unwrap();
-        assert_eq!(view.lists.len(), 1);
+        behaviour::lists_append_in_order(&mut MemoryBackend::default());
     }
 }

@@ -149,11 +149,101 @@ pub trait KeyedStateBackend: Send {
     /// within one key group is the backend's own).
     fn export(&mut self, sink: &mut EntrySink<'_>) -> Result<(), StateError>;
     /// Loads one entry (restore). A list entry appends its items.
-    fn import(&mut self, entry: StateEntry) -> Result<(), StateError>;
+    fn import(&mut self, entry: StateEntry) -> Result<(), StateError> {
+        import_entry(self, entry)
+    }
     /// Drops all state outside `keep` (after restoring a wider range).
     fn retain_key_groups(&mut self, keep: RangeInclusive<u16>) -> Result<(), StateError>;
     /// Writes a durable native checkpoint into `dir` (which must not exist
     /// yet) and returns true, or returns false if the backend has no native
     /// format (the caller then writes a portable snapshot from `export`).
     fn native_checkpoint(&mut self, dir: &Path) -> Result<bool, StateError>;
+}
+
+/// `import` through the ordinary writes; a backend with a faster path for
+/// some entries handles those and hands the rest here.
+pub(crate) fn import_entry<B: KeyedStateBackend + ?Sized>(
+    b: &mut B,
+    entry: StateEntry,
+) -> Result<(), StateError> {
+    match entry {
+        StateEntry::Value {
+            kg,
+            state,
+            key,
+            value,
+        } => b.value_set(kg, state, &key, value),
+        StateEntry::MapEntry {
+            kg,
+            state,
+            key,
+            map_key,
+            value,
+        } => b.map_put(kg, state, &key, map_key, value),
+        StateEntry::List {
+            kg,
+            state,
+            key,
+            items,
+        } => {
+            for item in items {
+                b.list_append(kg, state, &key, item)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Behaviour every backend must show, run by each backend's tests.
+#[cfg(test)]
+pub(crate) mod behaviour {
+    use super::KeyedStateBackend;
+
+    pub(crate) fn values_are_scoped_by_key_and_state(b: &mut dyn KeyedStateBackend) {
+        b.value_set(3, 0, b"alice", b"1".to_vec()).unwrap();
+        b.value_set(3, 1, b"alice", b"2".to_vec()).unwrap();
+        b.value_set(3, 0, b"bob", b"3".to_vec()).unwrap();
+        assert_eq!(b.value_get(3, 0, b"alice").unwrap().unwrap(), b"1");
+        assert_eq!(b.value_get(3, 1, b"alice").unwrap().unwrap(), b"2");
+        assert_eq!(b.value_get(3, 0, b"bob").unwrap().unwrap(), b"3");
+        assert_eq!(b.value_get(3, 1, b"bob").unwrap(), None);
+        assert_eq!(b.key_count(), 2);
+    }
+
+    pub(crate) fn a_key_whose_last_state_is_cleared_is_forgotten(b: &mut dyn KeyedStateBackend) {
+        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
+        b.list_append(1, 2, b"k", b"x".to_vec()).unwrap();
+        b.value_clear(1, 0, b"k").unwrap();
+        assert_eq!(b.key_count(), 1);
+        b.list_clear(1, 2, b"k").unwrap();
+        assert_eq!(b.key_count(), 0);
+    }
+
+    pub(crate) fn maps_keep_entries_ordered_and_drop_when_emptied(b: &mut dyn KeyedStateBackend) {
+        b.map_put(0, 0, b"k", b"b".to_vec(), b"2".to_vec()).unwrap();
+        b.map_put(0, 0, b"k", b"a".to_vec(), b"1".to_vec()).unwrap();
+        assert_eq!(
+            b.map_entries(0, 0, b"k").unwrap(),
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(b.map_get(0, 0, b"k", b"a").unwrap().unwrap(), b"1");
+        b.map_remove(0, 0, b"k", b"a").unwrap();
+        b.map_remove(0, 0, b"k", b"b").unwrap();
+        assert_eq!(b.key_count(), 0);
+    }
+
+    pub(crate) fn lists_append_in_order(b: &mut dyn KeyedStateBackend) {
+        for v in [b"1", b"2", b"3"] {
+            b.list_append(9, 4, b"k", v.to_vec()).unwrap();
+        }
+        assert_eq!(
+            b.list_read(9, 4, b"k").unwrap(),
+            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+        );
+        let view = b.key_state(9, b"k").unwrap();
+        assert_eq!(view.lists.len(), 1);
+    }
 }

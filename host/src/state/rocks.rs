@@ -611,19 +611,6 @@ impl KeyedStateBackend for RocksDbBackend {
 
     fn import(&mut self, entry: StateEntry) -> Result<(), StateError> {
         match entry {
-            StateEntry::Value {
-                kg,
-                state,
-                key,
-                value,
-            } => self.value_set(kg, state, &key, value),
-            StateEntry::MapEntry {
-                kg,
-                state,
-                key,
-                map_key,
-                value,
-            } => self.map_put(kg, state, &key, map_key, value),
             StateEntry::List {
                 kg,
                 state,
@@ -643,6 +630,7 @@ impl KeyedStateBackend for RocksDbBackend {
                     .merge_opt(&self.key_buf, &self.item_buf, &self.write_opts)
                     .map_err(|e| self.err("import a list", &e))
             }
+            other => super::import_entry(self, other),
         }
     }
 
@@ -1010,6 +998,7 @@ mod tests {
     use super::*;
     use crate::runtime::key_groups::{KEY_GROUPS, key_group};
     use crate::state::MemoryBackend;
+    use crate::state::behaviour;
 
     fn options(cache_entries: usize) -> RocksDbOptions {
         RocksDbOptions {
@@ -1129,27 +1118,13 @@ mod tests {
     #[test]
     fn values_are_scoped_by_key_and_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = open(&dir);
-        b.value_set(3, 0, b"alice", b"1".to_vec()).unwrap();
-        b.value_set(3, 1, b"alice", b"2".to_vec()).unwrap();
-        b.value_set(3, 0, b"bob", b"3".to_vec()).unwrap();
-        assert_eq!(b.value_get(3, 0, b"alice").unwrap().unwrap(), b"1");
-        assert_eq!(b.value_get(3, 1, b"alice").unwrap().unwrap(), b"2");
-        assert_eq!(b.value_get(3, 0, b"bob").unwrap().unwrap(), b"3");
-        assert_eq!(b.value_get(3, 1, b"bob").unwrap(), None);
-        assert_eq!(b.key_count(), 2);
+        behaviour::values_are_scoped_by_key_and_state(&mut open(&dir));
     }
 
     #[test]
     fn a_key_whose_last_state_is_cleared_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = open(&dir);
-        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
-        b.list_append(1, 2, b"k", b"x".to_vec()).unwrap();
-        b.value_clear(1, 0, b"k").unwrap();
-        assert_eq!(b.key_count(), 1);
-        b.list_clear(1, 2, b"k").unwrap();
-        assert_eq!(b.key_count(), 0);
+        behaviour::a_key_whose_last_state_is_cleared_is_forgotten(&mut open(&dir));
     }
 
     #[test]
@@ -1168,20 +1143,7 @@ mod tests {
     #[test]
     fn maps_keep_entries_ordered_and_drop_when_emptied() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = open(&dir);
-        b.map_put(0, 0, b"k", b"b".to_vec(), b"2".to_vec()).unwrap();
-        b.map_put(0, 0, b"k", b"a".to_vec(), b"1".to_vec()).unwrap();
-        assert_eq!(
-            b.map_entries(0, 0, b"k").unwrap(),
-            vec![
-                (b"a".to_vec(), b"1".to_vec()),
-                (b"b".to_vec(), b"2".to_vec())
-            ]
-        );
-        assert_eq!(b.map_get(0, 0, b"k", b"a").unwrap().unwrap(), b"1");
-        b.map_remove(0, 0, b"k", b"a").unwrap();
-        b.map_remove(0, 0, b"k", b"b").unwrap();
-        assert_eq!(b.key_count(), 0);
+        behaviour::maps_keep_entries_ordered_and_drop_when_emptied(&mut open(&dir));
     }
 
     #[test]
@@ -1200,16 +1162,7 @@ mod tests {
     #[test]
     fn lists_append_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = open(&dir);
-        for v in [b"1", b"2", b"3"] {
-            b.list_append(9, 4, b"k", v.to_vec()).unwrap();
-        }
-        assert_eq!(
-            b.list_read(9, 4, b"k").unwrap(),
-            vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
-        );
-        let view = b.key_state(9, b"k").unwrap();
-        assert_eq!(view.lists.len(), 1);
+        behaviour::lists_append_in_order(&mut open(&dir));
     }
 
     #[test]
