@@ -3,7 +3,9 @@
 //! The runtime owns the semantics (keys, key groups, watermarks, timers,
 //! late data, error policy); the engine only runs the plugin; connectors
 //! only move bytes. Data flows one way: source task → subtasks → sinks,
-//! over bounded channels, so a slow sink slows the source.
+//! over bounded channels, so a slow sink slows the source. Checkpoint
+//! barriers and plugin swaps travel in the same channels as the data, so
+//! each takes effect at one point of the stream in every task.
 //!
 //! The data plane runs on dedicated OS threads rather than async tasks: each
 //! subtask spends its life in synchronous wasm calls, and a thread per

@@ -67,8 +67,9 @@ pub struct RocksDbOptions {
     /// costs roughly 150–200 bytes with its key and a small value), the same
     /// order as the block cache and one memtable.
     pub cache_entries: usize,
-    /// RocksDB block cache size in bytes (default 64 MiB). Index and filter
-    /// blocks live in it too, so it bounds read-side memory as state grows.
+    /// RocksDB block cache size in bytes (default 64 MiB), for data blocks.
+    /// Index and filter blocks stay with their table readers (about 1.5
+    /// bytes per key), so they are never evicted by data.
     pub block_cache_bytes: usize,
 }
 
