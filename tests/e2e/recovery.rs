@@ -19,7 +19,8 @@ struct Spec<'a> {
     events: u64,
     parallelism: u32,
     backend: &'a str,
-    interval_ms: u64,
+    /// `None`: no `[checkpoint]` section (a plain, uninterrupted run).
+    interval_ms: Option<u64>,
     threshold: u32,
     restore_from: Option<&'a str>,
     output: &'a str,
@@ -33,7 +34,7 @@ impl Default for Spec<'_> {
             events: 2_000_000,
             parallelism: 1,
             backend: "memory",
-            interval_ms: 200,
+            interval_ms: Some(200),
             threshold: 5,
             restore_from: None,
             output: "alerts.jsonl",
@@ -66,10 +67,7 @@ config = {{ threshold = {threshold}, window_ms = 60000 }}
 [state]
 backend = "{backend}"
 dir = "state"
-[checkpoint]
-interval_ms = {interval_ms}
-dir = "checkpoints"
-retain = 3
+{checkpoint}
 [[sink]]
 output = "alerts"
 kind = "{sink}"
@@ -86,7 +84,9 @@ kind = "{sink}"
             events = self.events,
             threshold = self.threshold,
             backend = self.backend,
-            interval_ms = self.interval_ms,
+            checkpoint = self.interval_ms.map_or(String::new(), |ms| {
+                format!("[checkpoint]\ninterval_ms = {ms}\ndir = \"checkpoints\"\nretain = 3")
+            }),
             wasm = toml_path(FRAUD_DETECTOR),
         )
     }
@@ -134,19 +134,10 @@ fn reference_alerts(events: u64) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         events,
+        interval_ms: None,
         ..Spec::default()
-    }
-    .toml();
-    let spec = spec
-        .split("[checkpoint]")
-        .next()
-        .map(|head| {
-            format!(
-                "{head}[[sink]]\noutput = \"alerts\"\nkind = \"file\"\npath = \"alerts.jsonl\"\n"
-            )
-        })
-        .unwrap();
-    std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
     let output = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
         .output()
         .unwrap();
@@ -245,7 +236,7 @@ fn rescale(from: u32, to: u32, backend: &str) {
         events: 1_000_000,
         parallelism: from,
         backend,
-        interval_ms: 60_000,
+        interval_ms: Some(60_000),
         ..Spec::default()
     };
     let stopped = run(dir.path(), &first, &["--stop-after", "400000"]);
@@ -337,7 +328,7 @@ fn a_savepoint_carries_state_to_another_plugin_version_and_parallelism() {
     let v1 = Spec {
         events: 1_000_000,
         backend: "rocksdb",
-        interval_ms: 60_000,
+        interval_ms: Some(60_000),
         ..Spec::default()
     };
     run(dir.path(), &v1, &["--stop-after", "500000"]);
@@ -366,7 +357,7 @@ fn a_savepoint_carries_state_to_another_plugin_version_and_parallelism() {
         events: 1_000_000,
         parallelism: 2,
         threshold: 3,
-        interval_ms: 60_000,
+        interval_ms: Some(60_000),
         restore_from: Some("sp"),
         ..Spec::default()
     };
@@ -413,7 +404,7 @@ fn a_corrupt_checkpoint_is_reported_and_the_previous_one_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         events: 1_000_000,
-        interval_ms: 600_000,
+        interval_ms: Some(600_000),
         ..Spec::default()
     };
     run(dir.path(), &spec, &["--stop-after", "300000"]);
@@ -469,7 +460,7 @@ fn a_sink_that_cannot_stage_fails_the_run_and_a_rerun_completes() {
     let reference = reference_alerts(2_000_000);
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
-        interval_ms: 600_000,
+        interval_ms: Some(600_000),
         ..Spec::default()
     };
     std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();

@@ -159,6 +159,27 @@ pub struct FileEntry {
     pub crc32: u32,
 }
 
+/// Runs `scan`, which can only report `StateError`s, over `each`, which may
+/// fail with any `CheckpointError`: that error comes back as itself rather
+/// than flattened into a state error.
+fn feed<T>(
+    scan: impl FnOnce(&mut dyn FnMut(T) -> Result<(), StateError>) -> Result<(), StateError>,
+    mut each: impl FnMut(T) -> Result<(), CheckpointError>,
+) -> Result<(), CheckpointError> {
+    let mut failed = None;
+    let scanned = scan(&mut |item| {
+        each(item).map_err(|e| {
+            let message = e.to_string();
+            failed = Some(e);
+            StateError::Io(message)
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => scanned.map_err(Into::into),
+    }
+}
+
 /// Where a run of `spec` starts: its own newest usable checkpoint, else the
 /// spec's `restore_from`, else nothing. `fresh` forgets its own checkpoints
 /// first. Unusable checkpoints are reported through `report` and skipped; a

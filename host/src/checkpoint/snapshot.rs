@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frames::{FrameWriter, read_frames};
 use super::store::LoadedCheckpoint;
-use super::{CheckpointError, DeclaredState, StateFiles, SubtaskCheckpoint};
+use super::{CheckpointError, DeclaredState, StateFiles, SubtaskCheckpoint, feed};
 use crate::runtime::key_groups::key_group_range;
 use crate::runtime::timer_service::TimeDomain;
 use crate::runtime::timers::{Timers, stored_domain};
@@ -71,16 +71,7 @@ pub(crate) fn write_subtask(
     } else {
         let file = format!("{rel}/state.bin");
         let mut out = FrameWriter::create(&checkpoint_dir.join(&file))?;
-        let mut failed = None;
-        backend
-            .export(&mut |entry| {
-                if let Err(e) = out.write(&entry) {
-                    failed = Some(e);
-                    return Err(crate::state::StateError::Io("snapshot write failed".into()));
-                }
-                Ok(())
-            })
-            .map_err(|e| failed.take().unwrap_or(e.into()))?;
+        feed(|sink| backend.export(sink), |entry| out.write(&entry))?;
         let entries = out.finish()?;
         StateFiles::Portable { file, entries }
     };
@@ -279,30 +270,22 @@ fn import_state(
             },
         })
     };
+    let mut load = |entry: StateEntry| -> Result<(), CheckpointError> {
+        if range.contains(&entry.key_group()) {
+            backend.import(renumber(entry)?)?;
+        }
+        Ok(())
+    };
     match &source.state {
         StateFiles::Portable { file, .. } => {
-            read_frames(&checkpoint.dir.join(file), |entry: StateEntry| {
-                if range.contains(&entry.key_group()) {
-                    backend.import(renumber(entry)?)?;
-                }
-                Ok(())
-            })?;
+            read_frames(&checkpoint.dir.join(file), load)?;
         }
         StateFiles::Rocksdb { dir } => {
-            let mut failed = None;
-            read_rocksdb_checkpoint(
-                &checkpoint.dir.join(dir),
-                range,
-                &mut |entry| match renumber(entry) {
-                    Ok(entry) => backend.import(entry),
-                    Err(e) => {
-                        let message = e.to_string();
-                        failed = Some(e);
-                        Err(crate::state::StateError::Corrupt(message))
-                    }
-                },
-            )
-            .map_err(|e| failed.take().unwrap_or(e.into()))?;
+            let dir = checkpoint.dir.join(dir);
+            feed(
+                |sink| read_rocksdb_checkpoint(&dir, range.clone(), sink),
+                &mut load,
+            )?;
         }
     }
     Ok(())

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use super::frames::{FrameWriter, read_frames};
 use super::snapshot::TimerRecord;
 use super::{
-    CheckpointError, FORMAT_VERSION, FileEntry, MANIFEST, Manifest, SnapshotKind, StateFiles,
+    CheckpointError, FORMAT_VERSION, FileEntry, MANIFEST, Manifest, SnapshotKind, StateFiles, feed,
 };
 use crate::runtime::timers::stored_domain;
-use crate::state::{StateEntry, StateError, read_rocksdb_checkpoint, read_rocksdb_timers};
+use crate::state::{StateEntry, StoredTimer, read_rocksdb_checkpoint, read_rocksdb_timers};
 
 const COMPLETE_PREFIX: &str = "chk-";
 const MANIFEST_CRC: &str = "MANIFEST.json.crc32";
@@ -256,19 +256,9 @@ pub fn export_savepoint(
                 read_frames(&checkpoint.dir.join(file), &mut write)?;
             }
             StateFiles::Rocksdb { dir } => {
-                let mut failed = None;
-                read_rocksdb_checkpoint(
-                    &checkpoint.dir.join(dir),
-                    subtask.key_group_range(),
-                    &mut |entry| {
-                        write(entry).map_err(|e| {
-                            let message = e.to_string();
-                            failed = Some(e);
-                            StateError::Io(message)
-                        })
-                    },
-                )
-                .map_err(|e| failed.take().unwrap_or(e.into()))?;
+                let dir = checkpoint.dir.join(dir);
+                let range = subtask.key_group_range();
+                feed(|sink| read_rocksdb_checkpoint(&dir, range, sink), write)?;
             }
         }
         let entries = out.finish()?;
@@ -287,21 +277,19 @@ pub fn export_savepoint(
                     )));
                 };
                 let mut out = FrameWriter::create(&staging.join(&timers_file))?;
-                let mut failed = None;
-                read_rocksdb_timers(&checkpoint.dir.join(dir), subtask.key_group_range(), |t| {
-                    let record = TimerRecord {
-                        domain: stored_domain(&t),
-                        kg: t.kg,
-                        key: t.key,
-                        ts: t.ts,
-                    };
-                    out.write(&record).map_err(|e| {
-                        let message = e.to_string();
-                        failed = Some(e);
-                        StateError::Io(message)
-                    })
-                })
-                .map_err(|e| failed.take().unwrap_or(e.into()))?;
+                let dir = checkpoint.dir.join(dir);
+                let range = subtask.key_group_range();
+                feed(
+                    |sink| read_rocksdb_timers(&dir, range, sink),
+                    |t: StoredTimer| {
+                        out.write(&TimerRecord {
+                            domain: stored_domain(&t),
+                            kg: t.kg,
+                            key: t.key,
+                            ts: t.ts,
+                        })
+                    },
+                )?;
                 out.finish()?;
             }
         }

@@ -246,50 +246,54 @@ impl Pipeline {
             call_timeout_ms: config.call_timeout_ms,
             identity: identity.clone(),
         };
-        let coordinator = spec.checkpoint.as_ref().map(|c| {
-            let store = CheckpointStore::new(&c.dir, &spec.name);
-            let identity = PipelineIdentity {
-                name: spec.name.clone(),
-                spec: serde_json::to_value(spec).unwrap_or_default(),
-                key_by: spec.key_by.field.clone(),
-                plugin: identity.clone(),
-                sinks: spec
-                    .sinks
-                    .iter()
-                    .map(|s| (s.output().to_owned(), sink_target(s)))
-                    .collect(),
-            };
-            let coordinator = Coordinator::new(
-                store,
-                identity,
-                Duration::from_millis(c.interval_ms),
-                c.retain,
-                parallelism,
-                trigger_tx,
-                commit_senders,
-                restore.map(|r| {
-                    let kind = match r.manifest.kind {
-                        SnapshotKind::Checkpoint => "checkpoint",
-                        SnapshotKind::Savepoint => "savepoint",
-                    };
-                    (kind.to_owned(), r.manifest.id)
-                }),
-            );
-            (coordinator, acks_rx)
-        });
+        let store = spec
+            .checkpoint
+            .as_ref()
+            .map(|c| CheckpointStore::new(&c.dir, &spec.name));
+        let coordinator = spec
+            .checkpoint
+            .as_ref()
+            .zip(store.clone())
+            .map(|(c, store)| {
+                let identity = PipelineIdentity {
+                    name: spec.name.clone(),
+                    spec: serde_json::to_value(spec).unwrap_or_default(),
+                    key_by: spec.key_by.field.clone(),
+                    plugin: identity.clone(),
+                    sinks: spec
+                        .sinks
+                        .iter()
+                        .map(|s| (s.output().to_owned(), sink_target(s)))
+                        .collect(),
+                };
+                let coordinator = Coordinator::new(
+                    store,
+                    identity,
+                    Duration::from_millis(c.interval_ms),
+                    c.retain,
+                    parallelism,
+                    trigger_tx,
+                    commit_senders,
+                    restore.map(|r| {
+                        let kind = match r.manifest.kind {
+                            SnapshotKind::Checkpoint => "checkpoint",
+                            SnapshotKind::Savepoint => "savepoint",
+                        };
+                        (kind.to_owned(), r.manifest.id)
+                    }),
+                );
+                (coordinator, acks_rx)
+            });
         let progress = Arc::new(SourceProgress::default());
         let source = SourceTask {
             source,
             records_read: restore.map_or(0, |r| r.manifest.source.records),
             stop_after: options.stop_after,
-            checkpointing: spec.checkpoint.as_ref().map(|c| {
-                let store = CheckpointStore::new(&c.dir, &spec.name);
-                SourceCheckpointing {
-                    next_id: store.next_id(),
-                    store,
-                    trigger: trigger_rx,
-                    acks: acks_tx.clone(),
-                }
+            checkpointing: store.map(|store| SourceCheckpointing {
+                next_id: store.next_id(),
+                store,
+                trigger: trigger_rx,
+                acks: acks_tx.clone(),
             }),
             swaps: swaps_rx,
             timestamps: spec.timestamp_source(),
