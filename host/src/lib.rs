@@ -6,8 +6,10 @@
 //! - [`runtime`]: sources → event time → key-by → subtasks → sinks.
 //! - [`state`]: keyed state backends.
 //! - [`connectors`]: sources and sinks.
+//! - [`api`]: the control plane (`weir serve`, the HTTP API).
 //! - [`cli`]: the `weir` command line.
 
+pub mod api;
 pub mod checkpoint;
 pub mod cli;
 pub mod connectors;

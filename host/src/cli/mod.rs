@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run one pipeline in the foreground until its source ends, then print a summary.
     Run(run::RunArgs),
+    /// Run the control plane: pipelines managed over HTTP (docs/api.md).
+    Serve(crate::api::ServeArgs),
     /// Build and inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => crate::api::serve(args),
         Command::Savepoint(command) => savepoint::run(command),
         Command::Plugin(PluginCommand::Build { dir }) => {
             plugin_build::build_crate(&dir).map(|path| {

@@ -41,7 +41,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let component_path = match (&spec.plugin.crate_dir, &spec.plugin.wasm) {
         (Some(dir), _) => plugin_build::build_crate(dir).context("plugin.crate")?,
         (None, Some(path)) => path.clone(),
-        (None, None) => unreachable!("validated: the spec names a plugin"),
+        (None, None) => anyhow::bail!(
+            "plugin.digest names a component in `weir serve`'s registry; \
+             `weir run` needs `plugin.wasm` or `plugin.crate`"
+        ),
     };
     let component = std::fs::read(&component_path).with_context(|| {
         format!(
@@ -77,6 +80,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         restore,
         stop_after: args.stop_after,
         report: Some(|line| eprintln!("  {line}")),
+        ingest: None,
     };
     let pipeline = Pipeline::start(&engine, &spec, &component, started, options)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;

@@ -8,6 +8,7 @@
 mod exactly_once_file;
 mod file_source;
 mod generator;
+mod http_source;
 mod sinks;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ pub use generator::{
     DEFAULT_USERS, GeneratorSource, generator_record, generator_record_among,
     write_generator_value, write_generator_value_among,
 };
+pub use http_source::{HttpSource, IngestError, IngestLog};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
 use crate::spec::{SinkSpec, SourceSpec};
@@ -56,6 +58,8 @@ pub enum ConnectorError {
     },
     #[error("cannot resume the source: {0}")]
     Seek(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot resume a sink: {0}")]
     Resume(String),
     #[error("writing {what}: {source}")]
@@ -96,6 +100,10 @@ pub trait Source: Send {
     fn progress_unit(&self) -> &'static str;
     /// The position after the last record read.
     fn position(&self) -> SourcePosition;
+    /// An unbounded source with nothing to read: block up to `max` for input.
+    fn wait_for_input(&mut self, max: std::time::Duration) {
+        let _ = max;
+    }
     /// Rewinds (or forwards) to a position `position` returned, possibly in
     /// an earlier run; fails if the position does not fit this source.
     fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError>;
@@ -145,12 +153,26 @@ pub trait Sink: Send {
     }
 }
 
-pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn Source>, ConnectorError> {
+/// Opens the source a spec names; an `http` source reads `ingest`, the log
+/// its control plane appends to.
+pub fn open_source(
+    spec: &SourceSpec,
+    ingest: Option<&std::sync::Arc<IngestLog>>,
+) -> Result<Box<dyn Source>, ConnectorError> {
     Ok(match spec {
         SourceSpec::Generator { events, users } => {
             Box::new(GeneratorSource::with_users(*events, *users))
         }
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
+        SourceSpec::Http { .. } => match ingest {
+            Some(log) => Box::new(HttpSource::new(log.clone())),
+            None => {
+                return Err(ConnectorError::Unsupported(
+                    "the http source takes its events from `weir serve`; run this pipeline there"
+                        .into(),
+                ));
+            }
+        },
     })
 }
 

@@ -1,4 +1,5 @@
-//! Controlling a running pipeline from another thread: hot swap.
+//! Controlling a running pipeline from another thread: hot swap, on-demand
+//! checkpoints, stop, queries of one key's state, and live figures.
 //!
 //! A swap compiles the new component and tries its `open` on a scratch host
 //! before the pipeline sees anything, so a version that cannot start is
@@ -8,12 +9,16 @@
 //! processed by exactly one version, and none is lost or processed twice:
 //! the swap is a message in the event stream, not a pause of it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Sender, bounded, unbounded};
 
-use super::source_task::SwapRequest;
+use super::coordinator::{CheckpointStats, CompletedCheckpoint};
+use super::outputs::RunMetrics;
+use super::source_task::{SourceCommand, SourceProgress, SwapRequest};
+use super::subtask::KeyStateView;
 use super::subtask_host::SubtaskHost;
 use crate::checkpoint::PluginIdentity;
 use crate::engine::{Engine, EngineError, PluginInstance};
@@ -39,10 +44,42 @@ pub struct SwapReport {
     pub max_pause: Duration,
 }
 
+/// Live figures of a running pipeline, shared with its tasks.
+pub struct LiveStatus {
+    pub metrics: Arc<RunMetrics>,
+    pub progress: Arc<SourceProgress>,
+    pub checkpoints: Arc<Mutex<CheckpointStats>>,
+    pub swaps: AtomicU64,
+    /// The pause of the last swap, in ns (0 before any).
+    pub last_swap_pause_ns: AtomicU64,
+}
+
+impl LiveStatus {
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoints
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the pipeline is not running any more")]
+    NotRunning,
+    #[error("the pipeline keeps no checkpoints (its spec has no [checkpoint] section)")]
+    NoCheckpoints,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A handle to a running pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct PipelineControl {
-    pub(crate) swaps: Sender<SwapRequest>,
+    pub(crate) commands: Sender<SourceCommand>,
+    /// On-demand checkpoint requests to the pipeline's coordinator.
+    pub(crate) checkpoints: Option<Sender<Sender<Result<CompletedCheckpoint, String>>>>,
+    pub(crate) live: Arc<LiveStatus>,
     pub(crate) parallelism: usize,
     pub(crate) memory_bytes: usize,
     pub(crate) call_timeout_ms: u64,
@@ -75,12 +112,12 @@ impl PipelineControl {
         drop(trial);
 
         let (reply, outcomes) = unbounded();
-        self.swaps
-            .send(SwapRequest {
+        self.commands
+            .send(SourceCommand::Swap(SwapRequest {
                 plugin: plugin.clone(),
                 config: config_text,
                 reply,
-            })
+            }))
             .map_err(|_| SwapError::NotRunning)?;
         // No timeout: the swap takes effect where the stream reaches it, and
         // a request cannot be taken back once queued. If the pipeline ends
@@ -112,9 +149,64 @@ impl PipelineControl {
             identity.digest = plugin.digest().to_owned();
             identity.config = config.clone();
         }
+        self.live.swaps.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .last_swap_pause_ns
+            .store(max_pause.as_nanos() as u64, Ordering::Relaxed);
         Ok(SwapReport {
             digest: plugin.digest().to_owned(),
             max_pause,
         })
+    }
+}
+
+impl PipelineControl {
+    /// Live figures: counts, watermark, checkpoints, swaps.
+    pub fn live(&self) -> &Arc<LiveStatus> {
+        &self.live
+    }
+
+    /// The plugin the pipeline runs now (and the next checkpoint records).
+    pub fn plugin(&self) -> PluginIdentity {
+        self.identity
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Takes a checkpoint that starts after this call; returns once it is
+    /// complete.
+    pub fn checkpoint(&self) -> Result<CompletedCheckpoint, ControlError> {
+        let requests = self
+            .checkpoints
+            .as_ref()
+            .ok_or(ControlError::NoCheckpoints)?;
+        let (reply, answer) = bounded(1);
+        requests.send(reply).map_err(|_| ControlError::NotRunning)?;
+        match answer.recv() {
+            Ok(outcome) => outcome.map_err(ControlError::Failed),
+            Err(_) => Err(ControlError::NotRunning),
+        }
+    }
+
+    /// Asks the pipeline to stop at a checkpoint, without draining; `run`
+    /// returns once it has.
+    pub fn stop(&self) -> Result<(), ControlError> {
+        self.commands
+            .send(SourceCommand::Stop)
+            .map_err(|_| ControlError::NotRunning)
+    }
+
+    /// The state `key` holds now (read in the subtask that owns it, between
+    /// two batches).
+    pub fn query(&self, key: Vec<u8>) -> Result<KeyStateView, ControlError> {
+        let (reply, answer) = bounded(1);
+        self.commands
+            .send(SourceCommand::Query { key, reply })
+            .map_err(|_| ControlError::NotRunning)?;
+        match answer.recv() {
+            Ok(view) => view.map_err(ControlError::Failed),
+            Err(_) => Err(ControlError::NotRunning),
+        }
     }
 }

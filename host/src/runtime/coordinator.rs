@@ -88,6 +88,22 @@ impl InFlight {
     }
 }
 
+/// Someone waiting for a checkpoint that starts after they asked.
+pub(crate) struct CheckpointWaiter {
+    /// The first checkpoint id that counts.
+    from_id: u64,
+    reply: Sender<Result<CompletedCheckpoint, String>>,
+}
+
+/// A checkpoint taken on request.
+#[derive(Debug, Clone)]
+pub struct CompletedCheckpoint {
+    pub id: u64,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub dir: std::path::PathBuf,
+}
+
 pub(crate) struct Coordinator {
     store: CheckpointStore,
     identity: PipelineIdentity,
@@ -108,6 +124,13 @@ pub(crate) struct Coordinator {
     last: Option<(u64, bool)>,
     /// Why the most recent checkpoint failed, for the final report.
     last_failure: Option<String>,
+    /// The highest checkpoint id the source has started.
+    last_started: u64,
+    /// On-demand requests not yet answered; a checkpoint is due at once
+    /// while there are any.
+    waiters: Vec<CheckpointWaiter>,
+    /// A copy of `stats` for readers on other threads (status, metrics).
+    shared: Arc<Mutex<CheckpointStats>>,
 }
 
 impl Coordinator {
@@ -121,7 +144,16 @@ impl Coordinator {
         trigger: Sender<()>,
         commits: Vec<Sender<u64>>,
         restored_from: Option<(String, u64)>,
+        shared: Arc<Mutex<CheckpointStats>>,
+        last_started: u64,
     ) -> Self {
+        let stats = CheckpointStats {
+            restored_from,
+            ..CheckpointStats::default()
+        };
+        if let Ok(mut copy) = shared.lock() {
+            *copy = stats.clone();
+        }
         Self {
             store,
             identity,
@@ -133,18 +165,31 @@ impl Coordinator {
             in_flight: Vec::new(),
             requested: false,
             last_trigger: Instant::now(),
-            stats: CheckpointStats {
-                restored_from,
-                ..CheckpointStats::default()
-            },
+            stats,
             last: None,
             last_failure: None,
+            last_started,
+            waiters: Vec::new(),
+            shared,
         }
     }
 
-    /// When the next periodic checkpoint is due.
+    /// When the next checkpoint is due: now if someone asked for one.
     pub(crate) fn next_due(&self) -> Instant {
-        self.last_trigger + self.interval
+        if self.waiters.is_empty() {
+            self.last_trigger + self.interval
+        } else {
+            self.last_trigger
+        }
+    }
+
+    /// Asks for a checkpoint that starts after now; the answer goes to `reply`
+    /// once it completes (or fails).
+    pub(crate) fn request(&mut self, reply: Sender<Result<CompletedCheckpoint, String>>) {
+        self.waiters.push(CheckpointWaiter {
+            from_id: self.last_started + 1,
+            reply,
+        });
     }
 
     /// Requests a checkpoint if one is due and none is under way.
@@ -170,6 +215,7 @@ impl Coordinator {
                 last,
             } => {
                 self.requested = false;
+                self.last_started = self.last_started.max(id);
                 if last {
                     self.last = Some((id, false));
                 }
@@ -217,6 +263,25 @@ impl Coordinator {
             let flight = self.in_flight.remove(0);
             self.seal(flight);
         }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Ok(mut copy) = self.shared.lock() {
+            *copy = self.stats.clone();
+        }
+    }
+
+    /// Answers the waiters that checkpoint `id` counts for.
+    fn answer(&mut self, id: u64, outcome: Result<CompletedCheckpoint, String>) {
+        self.waiters.retain(|w| {
+            if id >= w.from_id {
+                let _ = w.reply.send(outcome.clone());
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Gives up on a checkpoint that can no longer complete (the pipeline
@@ -225,6 +290,10 @@ impl Coordinator {
         for flight in std::mem::take(&mut self.in_flight) {
             self.abandon(flight, why);
         }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Err(format!("no checkpoint: {why}")));
+        }
+        self.publish();
     }
 
     /// `Err` if the source's last checkpoint started and did not seal: what
@@ -247,6 +316,10 @@ impl Coordinator {
         self.last_failure = Some(why.to_owned());
         self.stats.failed += 1;
         self.store.discard_in_progress(flight.id);
+        self.answer(
+            flight.id,
+            Err(format!("checkpoint {} failed: {why}", flight.id)),
+        );
     }
 
     fn seal(&mut self, flight: InFlight) {
@@ -310,6 +383,15 @@ impl Coordinator {
                 for commit in &self.commits {
                     let _ = commit.send(flight.id);
                 }
+                self.answer(
+                    flight.id,
+                    Ok(CompletedCheckpoint {
+                        id: flight.id,
+                        duration_ms: manifest.duration_ms,
+                        size_bytes: manifest.size_bytes,
+                        dir: self.store.dir_of(flight.id),
+                    }),
+                );
                 if let Err(e) = self.store.retain(self.retain) {
                     tracing::warn!("cannot drop old checkpoints: {e}");
                 }
@@ -318,6 +400,7 @@ impl Coordinator {
                 tracing::error!(checkpoint = flight.id, "cannot seal the checkpoint: {e}");
                 self.last_failure = Some(format!("sealing it failed: {e}"));
                 self.stats.failed += 1;
+                self.answer(flight.id, Err(format!("sealing it failed: {e}")));
             }
         }
     }

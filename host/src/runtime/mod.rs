@@ -13,6 +13,7 @@
 
 mod control;
 mod coordinator;
+pub mod histogram;
 pub(crate) mod json_field;
 pub mod key_groups;
 mod outputs;
@@ -25,12 +26,13 @@ pub(crate) mod timer_service;
 pub(crate) mod timers;
 pub(crate) mod watermarks;
 
-pub use control::{PipelineControl, SwapError, SwapReport};
-pub use coordinator::CheckpointStats;
+pub use control::{ControlError, LiveStatus, PipelineControl, SwapError, SwapReport};
+pub use coordinator::{CheckpointStats, CompletedCheckpoint};
 pub use outputs::RunMetrics;
 pub use pipeline::{Pipeline, RunOptions, RunSummary};
 pub use source_task::SourceProgress;
-pub use subtask::SubtaskReport;
+pub use subtask::{KeyStateView, NamedState, SubtaskReport};
+pub(crate) use subtask_host::SubtaskHost;
 
 use crate::connectors::ConnectorError;
 use crate::engine::EngineError;

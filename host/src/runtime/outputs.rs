@@ -26,6 +26,8 @@ pub struct RunMetrics {
     errors: Mutex<BTreeMap<String, u64>>,
     counters: Mutex<BTreeMap<String, u64>>,
     first_event: std::sync::OnceLock<Instant>,
+    /// Wall time of each plugin call (one call handles a batch).
+    pub call_latency: super::histogram::LatencyHistogram,
 }
 
 impl RunMetrics {

@@ -7,7 +7,7 @@
 //! channels; the caller's thread coordinates checkpoints and reports
 //! progress until they finish.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,8 +16,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use rustc_hash::FxHashMap;
 
 use super::PipelineError;
-use super::control::PipelineControl;
-use super::coordinator::{Ack, CheckpointStats, Coordinator, PipelineIdentity};
+use super::control::{LiveStatus, PipelineControl};
+use super::coordinator::{
+    Ack, CheckpointStats, CompletedCheckpoint, Coordinator, PipelineIdentity,
+};
 use super::key_groups::key_group_range;
 use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
 use super::sink_task::SinkTask;
@@ -39,6 +41,9 @@ const SUBTASK_QUEUE: usize = 16;
 /// How often the progress callback runs.
 const TICK: Duration = Duration::from_millis(100);
 
+/// An on-demand checkpoint request: where the answer goes.
+type CheckpointRequest = Sender<Result<CompletedCheckpoint, String>>;
+
 /// How to start a run, beyond its spec.
 #[derive(Debug, Default)]
 pub struct RunOptions {
@@ -50,6 +55,8 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Told about restore progress (a restore of much state takes a while).
     pub report: Option<fn(&str)>,
+    /// The ingest log an `http` source reads.
+    pub ingest: Option<Arc<connectors::IngestLog>>,
 }
 
 /// What a finished run reports.
@@ -84,7 +91,7 @@ pub struct Pipeline {
     subtask_inputs: Vec<Receiver<super::subtask::SubtaskInput>>,
     metrics: Arc<RunMetrics>,
     progress: Arc<SourceProgress>,
-    coordinator: Option<(Coordinator, Receiver<Ack>)>,
+    coordinator: Option<(Coordinator, Receiver<Ack>, Receiver<CheckpointRequest>)>,
     drained: Arc<AtomicUsize>,
     control: PipelineControl,
 }
@@ -110,7 +117,7 @@ impl Pipeline {
                 "stopping with a savepoint needs a [checkpoint] section in the spec".into(),
             ));
         }
-        let mut source = connectors::open_source(&spec.source)?;
+        let mut source = connectors::open_source(&spec.source, options.ingest.as_ref())?;
         if let Some(r) = restore {
             source.seek(&r.manifest.source.position)?;
         }
@@ -234,13 +241,24 @@ impl Pipeline {
         }
 
         let (trigger_tx, trigger_rx) = bounded::<()>(1);
-        let (swaps_tx, swaps_rx) = unbounded();
+        let (commands_tx, commands_rx) = unbounded();
+        let (requests_tx, requests_rx) = unbounded();
+        let progress = Arc::new(SourceProgress::default());
+        let live = Arc::new(LiveStatus {
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            checkpoints: Arc::default(),
+            swaps: AtomicU64::new(0),
+            last_swap_pause_ns: AtomicU64::new(0),
+        });
         let identity = Arc::new(Mutex::new(PluginIdentity {
             digest: plugin.digest().to_owned(),
             config: spec.plugin.config.clone(),
         }));
         let control = PipelineControl {
-            swaps: swaps_tx,
+            commands: commands_tx,
+            checkpoints: spec.checkpoint.is_some().then_some(requests_tx),
+            live: live.clone(),
             parallelism,
             memory_bytes: config.memory_bytes,
             call_timeout_ms: config.call_timeout_ms,
@@ -255,6 +273,7 @@ impl Pipeline {
             .as_ref()
             .zip(store.clone())
             .map(|(c, store)| {
+                let last_started = store.next_id().saturating_sub(1);
                 let identity = PipelineIdentity {
                     name: spec.name.clone(),
                     spec: serde_json::to_value(spec).unwrap_or_default(),
@@ -281,10 +300,11 @@ impl Pipeline {
                         };
                         (kind.to_owned(), r.manifest.id)
                     }),
+                    live.checkpoints.clone(),
+                    last_started,
                 );
-                (coordinator, acks_rx)
+                (coordinator, acks_rx, requests_rx)
             });
-        let progress = Arc::new(SourceProgress::default());
         let source = SourceTask {
             source,
             records_read: restore.map_or(0, |r| r.manifest.source.records),
@@ -295,7 +315,7 @@ impl Pipeline {
                 trigger: trigger_rx,
                 acks: acks_tx.clone(),
             }),
-            swaps: swaps_rx,
+            commands: commands_rx,
             timestamps: spec.timestamp_source(),
             keys: spec.key_source(),
             watermarks,
@@ -384,7 +404,7 @@ impl Pipeline {
                     }
                     std::thread::sleep(TICK);
                 }
-                Some((coordinator, acks)) => {
+                Some((coordinator, acks, requests)) => {
                     // Wake for the next tick, or for the next checkpoint if
                     // one can be triggered.
                     let mut until = last_tick + TICK;
@@ -394,8 +414,21 @@ impl Pipeline {
                     let wait = until
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1));
-                    match acks.recv_timeout(wait) {
-                        Ok(ack) => coordinator.handle(ack),
+                    let received = crossbeam_channel::select! {
+                        recv(acks) -> ack => ack.map(Some).map_err(|_| RecvTimeoutError::Disconnected),
+                        recv(requests) -> request => {
+                            match request {
+                                Ok(reply) => coordinator.request(reply),
+                                // Nobody holds the control any more.
+                                Err(_) => *requests = crossbeam_channel::never(),
+                            }
+                            Ok(None)
+                        }
+                        default(wait) => Err(RecvTimeoutError::Timeout),
+                    };
+                    match received {
+                        Ok(Some(ack)) => coordinator.handle(ack),
+                        Ok(None) => {}
                         // Every task has finished and every sink has seen
                         // its last barrier: what has not completed now
                         // never will.
@@ -428,9 +461,11 @@ impl Pipeline {
             }
         }
         on_tick(&metrics, &progress);
-        let last_checkpoint = coordinator.as_ref().map_or(Ok(()), |(c, _)| c.check_last());
+        let last_checkpoint = coordinator
+            .as_ref()
+            .map_or(Ok(()), |(c, _, _)| c.check_last());
         // Sinks end once no more commits can come.
-        let checkpoint_stats = coordinator.map(|(c, _)| c.stats.clone());
+        let checkpoint_stats = coordinator.map(|(c, _, _)| c.stats.clone());
 
         // Join everything, then report the root cause: a sink's own error
         // before the "sink closed" its producers saw, a subtask's before the

@@ -8,7 +8,7 @@
 //! read goes to `dead-letter` with the reason; it is never dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use std::path::PathBuf;
 
@@ -19,7 +19,7 @@ use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
 use super::outputs::{OutputRouter, RunMetrics};
-use super::subtask::{SubtaskInput, SwapOutcome};
+use super::subtask::{KeyStateView, SubtaskInput, SwapOutcome};
 use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
@@ -31,11 +31,22 @@ use crate::spec::{DEAD_LETTER_OUTPUT, KeySource, TimestampSource};
 /// Source records per batch (and per watermark update).
 pub(crate) const BATCH: usize = 1024;
 
-/// Source progress, read by the progress bar.
-#[derive(Default)]
+/// Source progress, read by the progress bar and the status route.
 pub struct SourceProgress {
     pub done: AtomicU64,
     pub total: AtomicU64,
+    /// The watermark sent with the last batch (`i64::MIN` before any).
+    pub watermark: AtomicI64,
+}
+
+impl Default for SourceProgress {
+    fn default() -> Self {
+        Self {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// What the source needs to start checkpoints.
@@ -54,8 +65,9 @@ pub(crate) struct SourceTask {
     /// Stop (with a checkpoint, without draining) after this many records.
     pub(crate) stop_after: Option<u64>,
     pub(crate) checkpointing: Option<SourceCheckpointing>,
-    /// Plugin swaps to hand to every subtask at the next batch boundary.
-    pub(crate) swaps: Receiver<SwapRequest>,
+    /// Swaps, state queries and stops from the pipeline's control, served
+    /// at the next batch boundary.
+    pub(crate) commands: Receiver<SourceCommand>,
     pub(crate) timestamps: Option<TimestampSource>,
     pub(crate) keys: KeySource,
     pub(crate) watermarks: WatermarkTracker,
@@ -64,6 +76,22 @@ pub(crate) struct SourceTask {
     pub(crate) metrics: Arc<RunMetrics>,
     pub(crate) progress: Arc<SourceProgress>,
 }
+
+/// What the pipeline's control asks of the source task.
+pub(crate) enum SourceCommand {
+    Swap(SwapRequest),
+    /// Read one key's state in the subtask that owns it.
+    Query {
+        key: Vec<u8>,
+        reply: Sender<Result<KeyStateView, String>>,
+    },
+    /// Stop at a checkpoint, without draining.
+    Stop,
+}
+
+/// How long an unbounded source with nothing to read waits for input before
+/// the task looks at its commands again.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A swap on its way to the subtasks; each replies on `reply`.
 pub(crate) struct SwapRequest {
@@ -100,15 +128,41 @@ impl SourceTask {
                 self.stop()?;
                 return Ok(true);
             }
-            while let Ok(swap) = self.swaps.try_recv() {
-                for subtask in &self.subtasks {
-                    let message = SubtaskInput::Swap {
-                        plugin: swap.plugin.clone(),
-                        config: swap.config.clone(),
-                        reply: swap.reply.clone(),
-                    };
-                    if subtask.send(message).is_err() {
-                        return Ok(false);
+            while let Ok(command) = self.commands.try_recv() {
+                match command {
+                    SourceCommand::Swap(swap) => {
+                        for subtask in &self.subtasks {
+                            let message = SubtaskInput::Swap {
+                                plugin: swap.plugin.clone(),
+                                config: swap.config.clone(),
+                                reply: swap.reply.clone(),
+                            };
+                            if subtask.send(message).is_err() {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    SourceCommand::Query { key, reply } => {
+                        let kg = key_group(&key);
+                        let message = SubtaskInput::Query {
+                            key,
+                            key_group: kg,
+                            reply,
+                        };
+                        if self.subtasks[subtask_of(kg, parallelism as u32)]
+                            .send(message)
+                            .is_err()
+                        {
+                            return Ok(false);
+                        }
+                    }
+                    SourceCommand::Stop => {
+                        // Without checkpoints there is nothing to stop at:
+                        // the subtasks end when this task drops their inputs.
+                        if self.checkpointing.is_some() {
+                            self.stop()?;
+                        }
+                        return Ok(true);
                     }
                 }
             }
@@ -133,6 +187,11 @@ impl SourceTask {
                 max = max.min((stop - self.records_read) as usize);
             }
             let more = self.source.read_batch(&mut records, max)?;
+            if records.is_empty() && more {
+                // An unbounded source with nothing new: wait a little, then
+                // serve commands and let idle splits release the watermark.
+                self.source.wait_for_input(IDLE_WAIT);
+            }
             self.records_read += records.len() as u64;
             let now = now_ms();
             let mut batches: Vec<(Vec<Event>, Vec<u16>)> = (0..parallelism)
@@ -201,6 +260,7 @@ impl SourceTask {
                 }
             }
             watermark = next_watermark;
+            self.progress.watermark.store(watermark, Ordering::Relaxed);
             let (done, total) = self.source.progress();
             self.progress.done.store(done, Ordering::Relaxed);
             self.progress

@@ -25,6 +25,7 @@ use crate::checkpoint;
 use crate::connectors::OutputRecord;
 use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
+use crate::state::MapEntries;
 
 /// What the source sends a subtask.
 pub(crate) enum SubtaskInput {
@@ -49,11 +50,33 @@ pub(crate) enum SubtaskInput {
         config: Arc<str>,
         reply: Sender<SwapOutcome>,
     },
+    /// Read the state of one key (for people: queryable state), between
+    /// two batches, so the answer is the state after a whole batch.
+    Query {
+        key: Vec<u8>,
+        key_group: u16,
+        reply: Sender<Result<KeyStateView, String>>,
+    },
     /// The bounded source is exhausted: the watermark goes to +∞, due timers
     /// fire, and the final checkpoint (if any) is taken.
     End {
         checkpoint: Option<(u64, Arc<PathBuf>)>,
     },
+}
+
+/// The state of one key, with the declared names of its states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStateView {
+    pub subtask: usize,
+    pub key_group: u16,
+    pub states: Vec<NamedState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedState {
+    Value { name: String, value: Vec<u8> },
+    Map { name: String, entries: MapEntries },
+    List { name: String, items: Vec<Vec<u8>> },
 }
 
 /// The most timers handed to the plugin in one call.
@@ -209,6 +232,13 @@ impl Subtask {
                     let outcome = self.swap(plugin, config)?;
                     let _ = reply.send((self.index, outcome));
                 }
+                Some(SubtaskInput::Query {
+                    key,
+                    key_group,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.query(&key, key_group));
+                }
                 Some(SubtaskInput::Barrier { id, dir, stop }) => {
                     self.checkpoint(id, &dir)?;
                     if stop {
@@ -277,6 +307,39 @@ impl Subtask {
             format!("open failed: {refused}"),
             instance.into_host(),
         )))
+    }
+
+    fn query(&mut self, key: &[u8], key_group: u16) -> Result<KeyStateView, String> {
+        let index = self.index;
+        let host = self.instance().host();
+        let state = host
+            .backend
+            .key_state(key_group, key)
+            .map_err(|e| e.to_string())?;
+        let name = |id| host.catalog.name(id).to_owned();
+        let mut states: Vec<NamedState> = Vec::new();
+        states.extend(
+            state
+                .values
+                .into_iter()
+                .map(|(id, value)| NamedState::Value {
+                    name: name(id),
+                    value,
+                }),
+        );
+        states.extend(state.maps.into_iter().map(|(id, entries)| NamedState::Map {
+            name: name(id),
+            entries,
+        }));
+        states.extend(state.lists.into_iter().map(|(id, items)| NamedState::List {
+            name: name(id),
+            items,
+        }));
+        Ok(KeyStateView {
+            subtask: index,
+            key_group,
+            states,
+        })
     }
 
     /// Writes this subtask's part of checkpoint `id` and passes the barrier
@@ -480,10 +543,12 @@ impl Subtask {
         );
         host.last_error_log = None;
         let instance = self.instance();
+        let began = std::time::Instant::now();
         let result = match call {
             Call::Process => instance.process(&events[items]),
             Call::OnTimer => instance.on_timer(&timers[items]),
         };
+        self.metrics.call_latency.record(began.elapsed());
         let batch = match result {
             Ok(batch) => batch,
             Err(mut error) => {

@@ -63,6 +63,18 @@ pub enum SourceSpec {
     },
     /// JSON lines from a file; one event per non-empty line.
     File { path: PathBuf },
+    /// Events posted to `weir serve` (`POST /v1/pipelines/{name}/events`),
+    /// kept in a durable ingest log until every checkpoint has read them.
+    Http {
+        /// Accepted bytes the pipeline may lag behind before ingest waits,
+        /// then answers 429.
+        #[serde(default = "default_max_pending_bytes")]
+        max_pending_bytes: u64,
+    },
+}
+
+fn default_max_pending_bytes() -> u64 {
+    64 << 20
 }
 
 fn default_users() -> u64 {
@@ -98,6 +110,9 @@ pub struct PluginSpec {
     /// A component already built.
     #[serde(default)]
     pub wasm: Option<PathBuf>,
+    /// A component in `weir serve`'s registry, by sha256.
+    #[serde(default)]
+    pub digest: Option<String>,
     /// Passed to the plugin's `open` as JSON.
     #[serde(default)]
     pub config: serde_json::Value,

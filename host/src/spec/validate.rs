@@ -23,7 +23,8 @@ pub enum SpecError {
     },
     #[error("spec is not valid: {0}")]
     Syntax(String),
-    #[error("{path}: {message}")]
+    /// `path` is `.` for the spec as a whole (a missing top-level field).
+    #[error("{}{message}", if path == "." { String::new() } else { format!("{path}: ") })]
     Field { path: String, message: String },
 }
 
@@ -94,6 +95,12 @@ impl PipelineSpec {
                 }
                 "file"
             }
+            SourceSpec::Http { max_pending_bytes } => {
+                if *max_pending_bytes == 0 {
+                    return Err(field("source.max_pending_bytes", "must be at least 1"));
+                }
+                "http"
+            }
         };
         if let Some(et) = &self.event_time {
             match timestamp_source(&et.field).map_err(|m| field("event_time.field", m))? {
@@ -127,17 +134,34 @@ impl PipelineSpec {
             }
             KeySource::Field(_) => {}
         }
-        match (&self.plugin.crate_dir, &self.plugin.wasm) {
-            (None, None) => {
+        let named = [
+            self.plugin.crate_dir.is_some(),
+            self.plugin.wasm.is_some(),
+            self.plugin.digest.is_some(),
+        ];
+        match named.iter().filter(|&&set| set).count() {
+            0 => {
                 return Err(field(
                     "plugin",
-                    "name the plugin: set `crate` (a plugin crate to build) or `wasm` (a built component)",
+                    "name the plugin: set `crate` (a plugin crate to build), `wasm` (a built component) \
+                     or `digest` (a component uploaded to `weir serve`)",
                 ));
             }
-            (Some(_), Some(_)) => {
-                return Err(field("plugin", "set only one of `crate` and `wasm`"));
+            1 => {}
+            _ => {
+                return Err(field(
+                    "plugin",
+                    "set only one of `crate`, `wasm` and `digest`",
+                ));
             }
-            _ => {}
+        }
+        if let Some(digest) = &self.plugin.digest
+            && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(field(
+                "plugin.digest",
+                format!("{digest:?} is not a sha256 digest (64 hex digits)"),
+            ));
         }
         if self.limits.call_timeout_ms == 0 || self.limits.call_timeout_ms > 60_000 {
             return Err(field(

@@ -1,0 +1,1016 @@
+//! The pipelines of one server: what is persisted of each, its current run,
+//! and the lifecycle commands the routes give (create, start, stop, swap,
+//! delete, checkpoint, savepoint, query).
+//!
+//! Under `<data-dir>/pipelines/<name>/`, `pipeline.json` holds the effective
+//! spec (defaults filled, the plugin it runs now) and whether the user wants
+//! it running; a restarted server starts every pipeline that should run,
+//! from its latest checkpoint. Each run is a `runtime::Pipeline` on its own
+//! thread; this module only talks to it through `PipelineControl`. Blocking
+//! calls here are meant for `spawn_blocking`, never the async executor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::registry::{PluginInfo, Registry, RegistryError};
+use crate::checkpoint::{self, CheckpointStore, SnapshotKind};
+use crate::connectors::IngestLog;
+use crate::engine::Engine;
+use crate::runtime::{
+    ControlError, LiveStatus, Pipeline, PipelineControl, RunOptions, SwapError, now_ms,
+};
+use crate::spec::{PipelineSpec, SourceSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Desired {
+    Running,
+    Stopped,
+}
+
+/// What survives a restart of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    spec: Value,
+    desired: Desired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RunState {
+    Running,
+    Stopped,
+    Finished,
+    Failed(String),
+}
+
+struct Run {
+    state: RunState,
+    control: Option<PipelineControl>,
+    /// The figures of the current (or last) run.
+    live: Option<Arc<LiveStatus>>,
+    thread: Option<JoinHandle<()>>,
+    started: Option<Instant>,
+}
+
+struct Managed {
+    name: String,
+    dir: PathBuf,
+    record: Mutex<Record>,
+    run: Mutex<Run>,
+    ingest: Option<Arc<IngestLog>>,
+    /// One lifecycle command at a time per pipeline (a stop does not race a
+    /// start or a swap).
+    lifecycle: Mutex<()>,
+    /// Events per second over the last second or so, as f64 bits.
+    rate: AtomicU64,
+}
+
+pub struct Pipelines {
+    engine: Engine,
+    data_dir: PathBuf,
+    pub registry: Registry,
+    entries: Mutex<BTreeMap<String, Arc<Managed>>>,
+}
+
+impl Pipelines {
+    /// Opens the data dir and starts every pipeline that was running.
+    pub fn open(engine: Engine, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let registry = Registry::open(&data_dir.join("plugins"))?;
+        let this = Arc::new(Self {
+            engine,
+            data_dir: data_dir.to_owned(),
+            registry,
+            entries: Mutex::new(BTreeMap::new()),
+        });
+        let root = data_dir.join("pipelines");
+        std::fs::create_dir_all(&root)?;
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("pipeline.json").exists())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let loaded = std::fs::read(dir.join("pipeline.json"))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
+            let record = match loaded {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), "skipping a pipeline whose record is unreadable: {e}");
+                    continue;
+                }
+            };
+            let spec = match parse_spec(&record.spec) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), "skipping a pipeline whose spec no longer validates: {e}");
+                    continue;
+                }
+            };
+            let managed = match this.manage(&spec, record) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(pipeline = spec.name, "cannot load: {e}");
+                    continue;
+                }
+            };
+            let wanted = managed.record.lock().expect("lock").desired == Desired::Running;
+            this.entries
+                .lock()
+                .expect("lock")
+                .insert(spec.name.clone(), managed.clone());
+            if wanted {
+                tracing::info!(pipeline = spec.name, "resuming");
+                if let Err(e) = this.start_run(&managed, None) {
+                    tracing::error!(pipeline = spec.name, "cannot resume: {e}");
+                    managed.run.lock().expect("lock").state = RunState::Failed(e.to_string());
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn manage(&self, spec: &PipelineSpec, record: Record) -> ApiResult<Arc<Managed>> {
+        let dir = self.data_dir.join("pipelines").join(&spec.name);
+        let ingest = match spec.source {
+            SourceSpec::Http { max_pending_bytes } => Some(
+                IngestLog::open(&dir.join("ingest"), max_pending_bytes)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok(Arc::new(Managed {
+            name: spec.name.clone(),
+            dir,
+            record: Mutex::new(record),
+            run: Mutex::new(Run {
+                state: RunState::Stopped,
+                control: None,
+                live: None,
+                thread: None,
+                started: None,
+            }),
+            ingest,
+            lifecycle: Mutex::new(()),
+            rate: AtomicU64::new(0),
+        }))
+    }
+
+    fn get(&self, name: &str) -> ApiResult<Arc<Managed>> {
+        self.entries
+            .lock()
+            .expect("lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("no pipeline named {name:?}")))
+    }
+
+    /// Creates a pipeline from a JSON spec and starts it.
+    pub fn create(&self, body: &[u8]) -> ApiResult<Value> {
+        let raw: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("the spec is not valid JSON: {e}")))?;
+        let effective = self.with_serve_defaults(raw)?;
+        let spec = parse_spec(&effective)?;
+        let digest = spec
+            .plugin
+            .digest
+            .clone()
+            .expect("checked by with_serve_defaults");
+        if self.registry.get(&digest).is_none() {
+            return Err(ApiError::NotFound(format!(
+                "plugin.digest: no plugin {digest} in the registry; upload it first (POST /v1/plugins)"
+            )));
+        }
+        let _serialize = self.entries.lock().expect("lock");
+        if _serialize.contains_key(&spec.name) {
+            return Err(ApiError::Conflict(format!(
+                "a pipeline named {:?} exists; delete it first or choose another name",
+                spec.name
+            )));
+        }
+        drop(_serialize);
+        let record = Record {
+            spec: effective,
+            desired: Desired::Running,
+        };
+        let managed = self.manage(&spec, record.clone())?;
+        // A leftover of a deleted pipeline of the same name must not be resumed.
+        for dir in owned_dirs(&spec) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        persist(&managed.dir, &record)?;
+        {
+            let mut entries = self.entries.lock().expect("lock");
+            if entries.contains_key(&spec.name) {
+                return Err(ApiError::Conflict(format!(
+                    "a pipeline named {:?} was just created",
+                    spec.name
+                )));
+            }
+            entries.insert(spec.name.clone(), managed.clone());
+        }
+        if let Err(e) = self.start_run(&managed, None) {
+            // A pipeline that cannot start is not created.
+            self.entries.lock().expect("lock").remove(&spec.name);
+            let _ = std::fs::remove_dir_all(&managed.dir);
+            return Err(e);
+        }
+        Ok(self.status_of(&managed))
+    }
+
+    /// The JSON spec as `weir serve` runs it: RocksDB state, checkpoints on,
+    /// both under the data dir unless the spec says otherwise; the plugin
+    /// named by digest.
+    fn with_serve_defaults(&self, mut spec: Value) -> ApiResult<Value> {
+        let Some(object) = spec.as_object_mut() else {
+            return Err(ApiError::BadRequest(
+                "the spec must be a JSON object".into(),
+            ));
+        };
+        if let Some(plugin) = object.get("plugin").and_then(Value::as_object) {
+            if plugin.contains_key("wasm") || plugin.contains_key("crate") {
+                return Err(ApiError::BadRequest(
+                    "plugin: under weir serve a plugin is named by `digest`; upload the component \
+                     (POST /v1/plugins) and set plugin.digest"
+                        .into(),
+                ));
+            }
+            if !plugin.contains_key("digest") {
+                return Err(ApiError::BadRequest(
+                    "plugin.digest: missing; name an uploaded component by its sha256".into(),
+                ));
+            }
+        }
+        let dir = |sub: &str| Value::String(self.data_dir.join(sub).display().to_string());
+        let state = object.entry("state").or_insert_with(|| json!({}));
+        if let Some(state) = state.as_object_mut() {
+            state.entry("backend").or_insert_with(|| json!("rocksdb"));
+            state.entry("dir").or_insert_with(|| dir("state"));
+        }
+        let checkpoint = object.entry("checkpoint").or_insert_with(|| json!({}));
+        if checkpoint.is_null() {
+            *checkpoint = json!({});
+        }
+        if let Some(checkpoint) = checkpoint.as_object_mut() {
+            checkpoint
+                .entry("dir")
+                .or_insert_with(|| dir("checkpoints"));
+        }
+        Ok(spec)
+    }
+
+    /// Starts a run of `managed` from `from` (a savepoint), else from its
+    /// latest checkpoint, else from the start.
+    fn start_run(&self, managed: &Arc<Managed>, from: Option<&Path>) -> ApiResult<()> {
+        let record = managed.record.lock().expect("lock").clone();
+        let spec = parse_spec(&record.spec)?;
+        let digest = spec.plugin.digest.clone().unwrap_or_default();
+        let component = self.registry.bytes(&digest).map_err(registry_error)?;
+        let restore = match from {
+            Some(path) => Some(checkpoint::load_checkpoint(path).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "from: {} is not a usable savepoint: {e}",
+                    path.display()
+                ))
+            })?),
+            None => checkpoint::resume_point(&spec, false, |problem| {
+                tracing::warn!(pipeline = spec.name, "{problem}");
+            })
+            .map_err(|e| ApiError::Conflict(format!("cannot resume: {e}")))?,
+        };
+        if let Some(r) = &restore {
+            tracing::info!(
+                pipeline = spec.name,
+                "resuming from {} {}",
+                kind_name(r.manifest.kind),
+                r.manifest.id
+            );
+        }
+        let options = RunOptions {
+            restore,
+            stop_after: None,
+            report: Some(|line| tracing::info!("{line}")),
+            ingest: managed.ingest.clone(),
+        };
+        let pipeline = Pipeline::start(&self.engine, &spec, &component, Instant::now(), options)
+            .map_err(|e| match e {
+                crate::runtime::PipelineError::PluginOpen { .. }
+                | crate::runtime::PipelineError::Engine(_) => {
+                    ApiError::PluginRefused(e.to_string())
+                }
+                other => ApiError::Conflict(format!("cannot start: {other}")),
+            })?;
+        let control = pipeline.control();
+        let live = control.live().clone();
+        let runner = managed.clone();
+        let store = spec
+            .checkpoint
+            .as_ref()
+            .map(|c| CheckpointStore::new(&c.dir, &spec.name));
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-{}-run", spec.name))
+            .spawn(move || {
+                let mut rate = RateMeter::default();
+                let mut trimmed_after = None;
+                let result = pipeline.run(|metrics, _| {
+                    if let Some(r) = rate.sample(metrics.events_in.load(Ordering::Relaxed)) {
+                        runner.rate.store(r.to_bits(), Ordering::Relaxed);
+                    }
+                    if let (Some(log), Some(store)) = (&runner.ingest, &store) {
+                        trim_ingest_log(log, store, &mut trimmed_after);
+                    }
+                });
+                let mut run = runner.run.lock().expect("lock");
+                run.control = None;
+                runner.rate.store(0f64.to_bits(), Ordering::Relaxed);
+                run.state = match result {
+                    Ok(summary) if summary.stopped => RunState::Stopped,
+                    Ok(_) => RunState::Finished,
+                    Err(e) => {
+                        tracing::error!(pipeline = runner.name, "failed: {e}");
+                        RunState::Failed(e.to_string())
+                    }
+                };
+            })
+            .map_err(|e| ApiError::Internal(format!("cannot start a thread: {e}")))?;
+        let mut run = managed.run.lock().expect("lock");
+        run.state = RunState::Running;
+        run.control = Some(control);
+        run.live = Some(live);
+        run.thread = Some(thread);
+        run.started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Stops a running pipeline at a checkpoint and waits for it.
+    fn stop_run(managed: &Managed) -> ApiResult<()> {
+        let (control, thread) = {
+            let mut run = managed.run.lock().expect("lock");
+            (run.control.clone(), run.thread.take())
+        };
+        if let Some(control) = control {
+            // It may have ended on its own meanwhile: that is a stop too.
+            let _ = control.stop();
+        }
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        let run = managed.run.lock().expect("lock");
+        match &run.state {
+            RunState::Failed(e) => Err(ApiError::Conflict(format!(
+                "the pipeline failed while stopping: {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn list(&self) -> Value {
+        let entries: Vec<Arc<Managed>> = self
+            .entries
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        json!({ "pipelines": entries.iter().map(|m| self.status_of(m)).collect::<Vec<_>>() })
+    }
+
+    pub fn status(&self, name: &str) -> ApiResult<Value> {
+        let managed = self.get(name)?;
+        Ok(self.status_of(&managed))
+    }
+
+    fn status_of(&self, managed: &Managed) -> Value {
+        let record = managed.record.lock().expect("lock").clone();
+        let run = managed.run.lock().expect("lock");
+        let (state, error) = match &run.state {
+            RunState::Running => ("running", None),
+            RunState::Stopped => ("stopped", None),
+            RunState::Finished => ("finished", None),
+            RunState::Failed(e) => ("failed", Some(e.clone())),
+        };
+        let (digest, config) = match &run.control {
+            Some(control) => {
+                let p = control.plugin();
+                (p.digest, p.config)
+            }
+            None => (
+                record.spec["plugin"]["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                record.spec["plugin"]["config"].clone(),
+            ),
+        };
+        let info = self.registry.get(&digest);
+        let mut status = json!({
+            "name": managed.name,
+            "state": state,
+            "error": error,
+            "parallelism": record.spec["parallelism"].as_u64().unwrap_or(1),
+            "source": record.spec["source"]["kind"],
+            "plugin": {
+                "digest": digest,
+                "name": info.as_ref().map(|i| i.name.clone()),
+                "version": info.as_ref().map(|i| i.version.clone()),
+                "config": if config.is_null() { json!({}) } else { config },
+            },
+            "events_in": 0,
+            "events_per_s": 0.0,
+            "outputs": {},
+            "errors": {},
+            "watermark": null,
+            "watermark_lag_ms": null,
+            "last_checkpoint": null,
+            "checkpoints": {"completed": 0, "failed": 0},
+            "swaps": 0,
+            "last_swap_pause_ms": null,
+            "uptime_s": run.started.filter(|_| run.state == RunState::Running).map(|t| t.elapsed().as_secs_f64()),
+        });
+        if let Some(live) = &run.live {
+            let m = &live.metrics;
+            status["events_in"] = m.events_in.load(Ordering::Relaxed).into();
+            status["events_per_s"] = f64::from_bits(managed.rate.load(Ordering::Relaxed)).into();
+            status["outputs"] = json!(m.outputs());
+            status["errors"] = json!(m.errors());
+            let watermark = live.progress.watermark.load(Ordering::Relaxed);
+            if watermark != i64::MIN && watermark != i64::MAX {
+                status["watermark"] = watermark.into();
+                status["watermark_lag_ms"] = (now_ms() - watermark).into();
+            }
+            let c = live.checkpoint_stats();
+            status["checkpoints"] = json!({"completed": c.completed, "failed": c.failed});
+            if let (Some(id), Some(ms), Some(bytes)) =
+                (c.last_id, c.last_duration_ms, c.last_size_bytes)
+            {
+                status["last_checkpoint"] = json!({
+                    "id": id,
+                    "duration_ms": ms,
+                    "size_bytes": bytes,
+                    "age_s": c.last_completed_at.map(|t| t.elapsed().as_secs_f64()),
+                });
+            }
+            let swaps = live.swaps.load(Ordering::Relaxed);
+            status["swaps"] = swaps.into();
+            if swaps > 0 {
+                status["last_swap_pause_ms"] =
+                    (live.last_swap_pause_ns.load(Ordering::Relaxed) as f64 / 1e6).into();
+            }
+        }
+        status
+    }
+
+    fn control(&self, managed: &Managed) -> ApiResult<PipelineControl> {
+        managed
+            .run
+            .lock()
+            .expect("lock")
+            .control
+            .clone()
+            .ok_or_else(|| {
+                ApiError::Conflict(format!("pipeline {:?} is not running", managed.name))
+            })
+    }
+
+    /// The hot swap: answers once every subtask runs `digest`.
+    pub fn swap(&self, name: &str, body: &[u8]) -> ApiResult<Value> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SwapBody {
+            digest: String,
+            #[serde(default)]
+            config: Option<Value>,
+        }
+        let request: SwapBody = parse_body(body)?;
+        let managed = self.get(name)?;
+        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let control = self.control(&managed)?;
+        let component = self
+            .registry
+            .bytes(&request.digest)
+            .map_err(registry_error)?;
+        let config = request.config.unwrap_or_else(|| json!({}));
+        let report = control
+            .swap(&self.engine, &component, &config)
+            .map_err(|e| match e {
+                SwapError::Load(_) | SwapError::Refused(_) => {
+                    ApiError::PluginRefused(e.to_string())
+                }
+                SwapError::NotRunning => ApiError::Conflict(e.to_string()),
+                SwapError::Partial { .. } => ApiError::Internal(e.to_string()),
+            })?;
+        // A restart runs what runs now.
+        let mut record = managed.record.lock().expect("lock");
+        record.spec["plugin"] = json!({ "digest": report.digest, "config": config });
+        persist(&managed.dir, &record)?;
+        Ok(json!({
+            "digest": report.digest,
+            "pause_ms": report.max_pause.as_secs_f64() * 1000.0,
+            "swaps": control.live().swaps.load(Ordering::Relaxed),
+        }))
+    }
+
+    pub fn checkpoint(&self, name: &str) -> ApiResult<Value> {
+        let managed = self.get(name)?;
+        let done = self
+            .control(&managed)?
+            .checkpoint()
+            .map_err(control_error)?;
+        Ok(json!({"id": done.id, "duration_ms": done.duration_ms, "size_bytes": done.size_bytes}))
+    }
+
+    pub fn checkpoints(&self, name: &str) -> ApiResult<Value> {
+        let managed = self.get(name)?;
+        let spec = parse_spec(&managed.record.lock().expect("lock").spec)?;
+        let list: Vec<Value> = match &spec.checkpoint {
+            None => Vec::new(),
+            Some(c) => {
+                let store = CheckpointStore::new(&c.dir, &spec.name);
+                store
+                    .ids()
+                    .into_iter()
+                    .filter_map(|id| checkpoint::load_checkpoint(&store.dir_of(id)).ok())
+                    .map(|c| {
+                        let m = c.manifest;
+                        json!({"id": m.id, "kind": kind_name(m.kind), "created_ms": m.created_ms,
+                               "duration_ms": m.duration_ms, "size_bytes": m.size_bytes,
+                               "finished": m.finished, "path": c.dir})
+                    })
+                    .collect()
+            }
+        };
+        Ok(json!({ "checkpoints": list }))
+    }
+
+    /// A checkpoint now (or the latest, if the pipeline is not running),
+    /// exported as a portable savepoint.
+    pub fn savepoint(&self, name: &str, body: &[u8]) -> ApiResult<Value> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct SavepointBody {
+            #[serde(default)]
+            to: Option<PathBuf>,
+        }
+        let request: SavepointBody = parse_optional_body(body)?;
+        let managed = self.get(name)?;
+        let running = managed.run.lock().expect("lock").control.clone();
+        let source = match running {
+            Some(control) => {
+                let done = control.checkpoint().map_err(control_error)?;
+                done.dir
+            }
+            None => self.latest_checkpoint(&managed)?,
+        };
+        self.export(&managed, &source, request.to)
+    }
+
+    fn latest_checkpoint(&self, managed: &Managed) -> ApiResult<PathBuf> {
+        let spec = parse_spec(&managed.record.lock().expect("lock").spec)?;
+        let c = spec
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| ApiError::Conflict("the pipeline keeps no checkpoints".into()))?;
+        CheckpointStore::new(&c.dir, &spec.name)
+            .latest_valid(false, |p| tracing::warn!("{p}"))
+            .map(|c| c.dir)
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "pipeline {:?} has no usable checkpoint yet",
+                    managed.name
+                ))
+            })
+    }
+
+    fn export(
+        &self,
+        managed: &Managed,
+        checkpoint_dir: &Path,
+        to: Option<PathBuf>,
+    ) -> ApiResult<Value> {
+        let loaded = checkpoint::load_checkpoint(checkpoint_dir)
+            .map_err(|e| ApiError::Internal(format!("reading the checkpoint back: {e}")))?;
+        let to = to.unwrap_or_else(|| {
+            self.data_dir
+                .join("savepoints")
+                .join(&managed.name)
+                .join(format!("sp-{}-{}", loaded.manifest.id, now_ms()))
+        });
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                ApiError::BadRequest(format!("to: cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let manifest = checkpoint::export_savepoint(&loaded, &to)
+            .map_err(|e| ApiError::BadRequest(format!("to: {e}")))?;
+        Ok(json!({"id": manifest.id, "path": to, "size_bytes": manifest.size_bytes}))
+    }
+
+    pub fn stop(&self, name: &str, body: &[u8]) -> ApiResult<Value> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct StopBody {
+            #[serde(default)]
+            savepoint: bool,
+            #[serde(default)]
+            to: Option<PathBuf>,
+        }
+        let request: StopBody = parse_optional_body(body)?;
+        let managed = self.get(name)?;
+        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        self.control(&managed)?;
+        Self::stop_run(&managed)?;
+        {
+            let mut record = managed.record.lock().expect("lock");
+            record.desired = Desired::Stopped;
+            persist(&managed.dir, &record)?;
+        }
+        let mut status = self.status_of(&managed);
+        if request.savepoint || request.to.is_some() {
+            let latest = self.latest_checkpoint(&managed)?;
+            status["savepoint"] = self.export(&managed, &latest, request.to)?["path"].clone();
+        }
+        Ok(status)
+    }
+
+    pub fn start(&self, name: &str, body: &[u8]) -> ApiResult<Value> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct StartBody {
+            #[serde(default)]
+            from: Option<PathBuf>,
+        }
+        let request: StartBody = parse_optional_body(body)?;
+        let managed = self.get(name)?;
+        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        if managed.run.lock().expect("lock").control.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "pipeline {name:?} is already running"
+            )));
+        }
+        if let Some(thread) = managed.run.lock().expect("lock").thread.take() {
+            let _ = thread.join();
+        }
+        self.start_run(&managed, request.from.as_deref())?;
+        let mut record = managed.record.lock().expect("lock");
+        record.desired = Desired::Running;
+        persist(&managed.dir, &record)?;
+        drop(record);
+        Ok(self.status_of(&managed))
+    }
+
+    /// Stops the pipeline and removes its record, state and checkpoints.
+    pub fn delete(&self, name: &str) -> ApiResult<()> {
+        let managed = self.get(name)?;
+        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        // A failed stop still deletes: the user wants it gone.
+        let _ = Self::stop_run(&managed);
+        let spec = parse_spec(&managed.record.lock().expect("lock").spec)?;
+        self.entries.lock().expect("lock").remove(name);
+        for dir in owned_dirs(&spec).into_iter().chain([managed.dir.clone()]) {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), "cannot remove: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends events to an http pipeline's ingest log (all or nothing).
+    pub fn ingest(&self, name: &str, body: &[u8]) -> ApiResult<Value> {
+        let managed = self.get(name)?;
+        let log = managed.ingest.clone().ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "pipeline {name:?} does not read events over HTTP (its source is not `http`)"
+            ))
+        })?;
+        if managed.run.lock().expect("lock").control.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "pipeline {name:?} is not running; start it before sending events"
+            )));
+        }
+        let (lines, count) = json_lines(body)?;
+        log.append(&lines, INGEST_PATIENCE).map_err(|e| match e {
+            crate::connectors::IngestError::Full { .. } => ApiError::TooManyRequests {
+                detail: e.to_string(),
+                retry_after_s: 1,
+            },
+            other => ApiError::Internal(other.to_string()),
+        })?;
+        Ok(json!({ "accepted": count }))
+    }
+
+    /// The state one key holds now.
+    pub fn query(&self, name: &str, key: &str) -> ApiResult<Value> {
+        let managed = self.get(name)?;
+        let view = self
+            .control(&managed)?
+            .query(key.as_bytes().to_vec())
+            .map_err(control_error)?;
+        if view.states.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "key {key:?} holds no state in pipeline {name:?}"
+            )));
+        }
+        use crate::runtime::NamedState;
+        let states: Vec<Value> = view
+            .states
+            .iter()
+            .map(|s| match s {
+                NamedState::Value { name, value } => {
+                    json!({"name": name, "kind": "value", "value": show_bytes(value)})
+                }
+                NamedState::Map { name, entries } => json!({"name": name, "kind": "map",
+                    "entries": entries.iter().map(|(k, v)| json!([show_bytes(k), show_bytes(v)])).collect::<Vec<_>>()}),
+                NamedState::List { name, items } => json!({"name": name, "kind": "list",
+                    "items": items.iter().map(|i| show_bytes(i)).collect::<Vec<_>>()}),
+            })
+            .collect();
+        Ok(
+            json!({"key": key, "subtask": view.subtask, "key_group": view.key_group, "states": states}),
+        )
+    }
+
+    /// Which pipelines name `digest` (their plugin, running or not).
+    pub fn users_of(&self, digest: &str) -> Vec<String> {
+        let entries: Vec<Arc<Managed>> = self
+            .entries
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        entries
+            .iter()
+            .filter(|m| {
+                let record_uses = m.record.lock().expect("lock").spec["plugin"]["digest"] == digest;
+                let running_uses = m
+                    .run
+                    .lock()
+                    .expect("lock")
+                    .control
+                    .as_ref()
+                    .is_some_and(|c| c.plugin().digest == digest);
+                record_uses || running_uses
+            })
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    pub fn plugin_json(&self, info: &PluginInfo) -> Value {
+        let mut v = serde_json::to_value(info).expect("plain data");
+        v["used_by"] = json!(self.users_of(&info.digest));
+        v
+    }
+
+    /// Stops every running pipeline at a checkpoint, keeping them marked as
+    /// running so the next start of the server resumes them.
+    pub fn shutdown(&self) {
+        let entries: Vec<Arc<Managed>> = self
+            .entries
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        for managed in entries {
+            let _ = Self::stop_run(&managed);
+        }
+    }
+
+    /// For `/metrics`: (name, running, live figures) of every pipeline.
+    pub fn snapshot(&self) -> Vec<(String, bool, Option<Arc<LiveStatus>>)> {
+        let entries: Vec<Arc<Managed>> = self
+            .entries
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect();
+        entries
+            .iter()
+            .map(|m| {
+                let run = m.run.lock().expect("lock");
+                (m.name.clone(), run.control.is_some(), run.live.clone())
+            })
+            .collect()
+    }
+}
+
+/// How long an ingest request waits for room before it is answered 429.
+const INGEST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Validates a body of one JSON event or JSON lines, and returns it as
+/// compact lines (one event each, `\n`-terminated) with the count.
+fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    let mut count = 0;
+    let single = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    if single && body.iter().any(|&b| b == b'\n') {
+        // One event spread over lines (pretty-printed): compact it.
+        let value: Value = serde_json::from_slice(body).expect("just parsed");
+        out.extend_from_slice(value.to_string().as_bytes());
+        out.push(b'\n');
+        return Ok((out, 1));
+    }
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            return Err(ApiError::BadRequest(format!(
+                "line {}: not a JSON event ({e}); nothing of this request was accepted",
+                n + 1
+            )));
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        count += 1;
+    }
+    if count == 0 {
+        return Err(ApiError::BadRequest(
+            "no events: send one JSON event or JSON lines".into(),
+        ));
+    }
+    Ok((out, count))
+}
+
+/// Bytes as people can read them: JSON if they are, else text, else base64.
+fn show_bytes(bytes: &[u8]) -> Value {
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        return value;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && !c.is_whitespace()) => {
+            Value::String(text.to_owned())
+        }
+        // Binary (the Rust SDK's compact encoding, say).
+        _ => json!({ "base64": base64(bytes) }),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
+            | chunk.get(2).copied().unwrap_or(0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Deletes ingest-log segments every retained checkpoint has read past,
+/// once per newly completed checkpoint.
+fn trim_ingest_log(log: &IngestLog, store: &CheckpointStore, trimmed_after: &mut Option<u64>) {
+    let ids = store.ids();
+    let (Some(&oldest), Some(&newest)) = (ids.first(), ids.last()) else {
+        return;
+    };
+    if *trimmed_after == Some(newest) {
+        return;
+    }
+    *trimmed_after = Some(newest);
+    if let Ok(c) = checkpoint::load_checkpoint(&store.dir_of(oldest))
+        && let Some(p) = c.manifest.source.position.first()
+        && let Err(e) = log.truncate_before(p.offset)
+    {
+        tracing::warn!(dir = %log.dir().display(), "cannot trim the ingest log: {e}");
+    }
+}
+
+#[derive(Default)]
+struct RateMeter {
+    last: Option<(Instant, u64)>,
+}
+
+impl RateMeter {
+    /// The rate since the last sample, once a second has passed.
+    fn sample(&mut self, count: u64) -> Option<f64> {
+        let now = Instant::now();
+        match self.last {
+            None => {
+                self.last = Some((now, count));
+                None
+            }
+            Some((at, before)) if now.duration_since(at).as_secs_f64() >= 1.0 => {
+                self.last = Some((now, count));
+                Some(count.saturating_sub(before) as f64 / now.duration_since(at).as_secs_f64())
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+fn parse_spec(spec: &Value) -> ApiResult<PipelineSpec> {
+    let bytes = serde_json::to_vec(spec).expect("a Value serializes");
+    PipelineSpec::from_json(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("invalid body: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("{path}: {}", e.inner()))
+        }
+    })
+}
+
+/// An optional JSON body: empty means all defaults.
+fn parse_optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.trim_ascii().is_empty() {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
+fn persist(dir: &Path, record: &Record) -> ApiResult<()> {
+    let io = |e: std::io::Error| ApiError::Internal(format!("saving {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join("pipeline.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(record).expect("plain data")).map_err(io)?;
+    std::fs::rename(&tmp, dir.join("pipeline.json")).map_err(io)
+}
+
+/// The state and checkpoint directories a pipeline owns.
+fn owned_dirs(spec: &PipelineSpec) -> Vec<PathBuf> {
+    let mut dirs = vec![spec.state.dir.join(&spec.name)];
+    if let Some(c) = &spec.checkpoint {
+        dirs.push(c.dir.join(&spec.name));
+    }
+    dirs
+}
+
+fn kind_name(kind: SnapshotKind) -> &'static str {
+    match kind {
+        SnapshotKind::Checkpoint => "checkpoint",
+        SnapshotKind::Savepoint => "savepoint",
+    }
+}
+
+pub(crate) fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::NotFound(d) => ApiError::NotFound(format!("no plugin {d} in the registry")),
+        RegistryError::Invalid(e) => ApiError::BadRequest(e.to_string()),
+        RegistryError::BadName(m) => ApiError::BadRequest(m),
+        e @ RegistryError::Io { .. } => ApiError::Internal(e.to_string()),
+    }
+}
+
+fn control_error(e: ControlError) -> ApiError {
+    match e {
+        ControlError::NotRunning | ControlError::NoCheckpoints => ApiError::Conflict(e.to_string()),
+        ControlError::Failed(m) => ApiError::Conflict(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_compacted_counted_and_refused_whole_on_a_bad_line() {
+        let (lines, n) = json_lines(b"{\"a\":1}\n\n  {\"a\":2}  \n").unwrap();
+        assert_eq!((lines.as_slice(), n), (&b"{\"a\":1}\n{\"a\":2}\n"[..], 2));
+        let (lines, n) = json_lines(b"{\n  \"a\": 1\n}").unwrap();
+        assert_eq!((lines.as_slice(), n), (&b"{\"a\":1}\n"[..], 1));
+        let err = json_lines(b"{\"a\":1}\nnot json\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 2: not a JSON event"), "{err}");
+        assert!(json_lines(b"\n\n").is_err());
+    }
+
+    #[test]
+    fn state_bytes_show_as_json_text_or_base64() {
+        assert_eq!(show_bytes(b"{\"n\":3}"), json!({"n": 3}));
+        assert_eq!(show_bytes(b"abc"), json!("abc"));
+        assert_eq!(show_bytes(&[0xff, 0x00, 0x10]), json!({"base64": "/wAQ"}));
+        assert_eq!(show_bytes(&[2]), json!({"base64": "Ag=="}));
+        assert_eq!(base64(b"hello"), "aGVsbG8=");
+    }
+}

@@ -1,0 +1,341 @@
+//! The routes of `/v1`, `/metrics` and `/healthz` (docs/api.md), and the
+//! layers every request passes: the bearer token, body limits and time
+//! limits. Handlers only translate HTTP to `Pipelines` calls, on the
+//! blocking pool: a swap or a checkpoint waits for the stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::metrics;
+use super::pipelines::{Pipelines, registry_error};
+
+/// Body limits (413 beyond).
+pub const PLUGIN_BODY_LIMIT: usize = 64 << 20;
+pub const EVENTS_BODY_LIMIT: usize = 16 << 20;
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// Time limits: most requests answer at once; those that wait for the
+/// stream (swap, checkpoint, savepoint, stop, start) get longer.
+const QUICK: Duration = Duration::from_secs(30);
+const PATIENT: Duration = Duration::from_secs(600);
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub struct AppState {
+    pub pipelines: Arc<Pipelines>,
+    pub token: Option<String>,
+}
+
+type Shared = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let quick = Router::new()
+        .route("/v1/plugins", get(list_plugins))
+        .route(
+            "/v1/plugins",
+            post(upload_plugin).layer(DefaultBodyLimit::max(PLUGIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/plugins/{digest}",
+            get(get_plugin).delete(delete_plugin),
+        )
+        .route("/v1/pipelines", get(list_pipelines).post(create_pipeline))
+        .route(
+            "/v1/pipelines/{name}",
+            get(pipeline_status).delete(delete_pipeline),
+        )
+        .route(
+            "/v1/pipelines/{name}/events",
+            post(ingest).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
+        )
+        .route("/v1/pipelines/{name}/state/{key}", get(query_state))
+        .route("/v1/pipelines/{name}/checkpoints", get(list_checkpoints))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn(|req, next| {
+            limit_time(QUICK, req, next)
+        }));
+    let patient = Router::new()
+        .route("/v1/pipelines/{name}/plugin", put(swap))
+        .route("/v1/pipelines/{name}/checkpoints", post(take_checkpoint))
+        .route("/v1/pipelines/{name}/savepoints", post(take_savepoint))
+        .route("/v1/pipelines/{name}/stop", post(stop))
+        .route("/v1/pipelines/{name}/start", post(start))
+        .layer(middleware::from_fn(|req, next| {
+            limit_time(PATIENT, req, next)
+        }));
+    Router::new()
+        .merge(quick)
+        .merge(patient)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        // Outside the token check: liveness probes carry no credentials.
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NotFound("no such route; see GET /v1/openapi.json".into()) })
+        .with_state(state)
+}
+
+async fn authorize(State(state): Shared, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return ApiError::Unauthorized(
+                    "this server needs `Authorization: Bearer <token>`".into(),
+                )
+                .into_response();
+            }
+            Some(given) if !constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+                return ApiError::Unauthorized("wrong token".into()).into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without returning early, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn limit_time(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(format!(
+            "the request took longer than {} s",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
+/// Runs blocking pipeline work off the async executor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a request handler failed: {e}")))?
+}
+
+fn body(bytes: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    Ok(bytes?)
+}
+
+fn created(value: Value) -> Response {
+    (StatusCode::CREATED, ok(value)).into_response()
+}
+
+fn ok(value: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn upload_plugin(
+    State(state): Shared,
+    Query(params): Query<HashMap<String, String>>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let pipelines = state.pipelines.clone();
+    blocking(move || {
+        let (info, new) = pipelines
+            .registry
+            .upload(
+                pipelines.engine(),
+                &bytes,
+                params.get("name").map(String::as_str),
+                params.get("version").map(String::as_str),
+            )
+            .map_err(registry_error)?;
+        let value = pipelines.plugin_json(&info);
+        Ok(if new { created(value) } else { ok(value) })
+    })
+    .await
+}
+
+async fn list_plugins(State(state): Shared) -> Response {
+    let p = &state.pipelines;
+    let list: Vec<Value> = p.registry.list().iter().map(|i| p.plugin_json(i)).collect();
+    ok(json!({ "plugins": list }))
+}
+
+async fn get_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiResult<Response> {
+    let p = &state.pipelines;
+    let info = p
+        .registry
+        .get(&digest)
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {digest} in the registry")))?;
+    Ok(ok(p.plugin_json(&info)))
+}
+
+async fn delete_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiResult<Response> {
+    let p = &state.pipelines;
+    let users = p.users_of(&digest);
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "plugin {digest} is used by pipeline(s) {}; delete them or swap them to another plugin first",
+            users.join(", ")
+        )));
+    }
+    p.registry.delete(&digest).map_err(registry_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create_pipeline(
+    State(state): Shared,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.create(&bytes).map(created)).await
+}
+
+async fn list_pipelines(State(state): Shared) -> Response {
+    ok(state.pipelines.list())
+}
+
+async fn pipeline_status(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    state.pipelines.status(&name).map(ok)
+}
+
+async fn delete_pipeline(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    let p = state.pipelines.clone();
+    blocking(move || p.delete(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn swap(
+    State(state): Shared,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.swap(&name, &bytes).map(ok)).await
+}
+
+async fn take_checkpoint(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    let p = state.pipelines.clone();
+    blocking(move || p.checkpoint(&name).map(created)).await
+}
+
+async fn list_checkpoints(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    let p = state.pipelines.clone();
+    blocking(move || p.checkpoints(&name).map(ok)).await
+}
+
+async fn take_savepoint(
+    State(state): Shared,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.savepoint(&name, &bytes).map(created)).await
+}
+
+async fn stop(
+    State(state): Shared,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.stop(&name, &bytes).map(ok)).await
+}
+
+async fn start(
+    State(state): Shared,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.start(&name, &bytes).map(ok)).await
+}
+
+async fn ingest(
+    State(state): Shared,
+    Path(name): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || p.ingest(&name, &bytes).map(ok)).await
+}
+
+async fn query_state(
+    State(state): Shared,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let p = state.pipelines.clone();
+    blocking(move || p.query(&name, &key).map(ok)).await
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics_text(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&state.pipelines.snapshot()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_is_json_and_names_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in [
+            "/v1/plugins",
+            "/v1/plugins/{digest}",
+            "/v1/pipelines",
+            "/v1/pipelines/{name}",
+            "/v1/pipelines/{name}/plugin",
+            "/v1/pipelines/{name}/checkpoints",
+            "/v1/pipelines/{name}/savepoints",
+            "/v1/pipelines/{name}/stop",
+            "/v1/pipelines/{name}/start",
+            "/v1/pipelines/{name}/events",
+            "/v1/pipelines/{name}/state/{key}",
+            "/metrics",
+            "/healthz",
+            "/v1/openapi.json",
+        ] {
+            assert!(paths.contains_key(route), "{route} is not documented");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
