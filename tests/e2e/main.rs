@@ -4,6 +4,7 @@ mod event_time;
 mod recovery;
 mod run_pipeline;
 mod sandbox;
+mod serve;
 mod spec_errors;
 mod state;
 mod support;
