@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `weir` binary, real plugin components.
 
+mod client;
 mod event_time;
+mod fake_server;
 mod plugins_extra;
 mod recovery;
 mod run_pipeline;
