@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `weir` binary, real plugin components.
 
+mod client;
 mod event_time;
+mod fake_server;
+mod plugins_extra;
 mod recovery;
 mod run_pipeline;
 mod sandbox;
@@ -13,6 +16,7 @@ mod swap;
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
 mod tested {
     pub use crate::event_time::timer_echo;
+    pub use crate::plugins_extra::{counter, counter_v2, other_world};
     pub use crate::run_pipeline::{amount_filter, fraud_detector, passthrough};
     pub use crate::sandbox::{rogue_guest, sandbox_probe};
     pub use crate::state::state_probe;

@@ -1,9 +1,17 @@
 //! The `weir` command line. `anyhow` lives here, at the edge: library errors
 //! are typed, and this layer adds the context a person needs.
 
+mod client;
+mod event_batches;
+mod pipeline_view;
 mod plugin_build;
+mod remote;
+mod remote_pipeline;
+mod remote_plugin;
 mod run;
 mod savepoint;
+mod spec_json;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,9 +35,12 @@ enum Command {
     Run(run::RunArgs),
     /// Run the control plane: pipelines managed over HTTP (docs/api.md).
     Serve(crate::api::ServeArgs),
-    /// Build and inspect plugins.
+    /// Build plugins, and manage the plugins of a `weir serve`.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage the pipelines of a `weir serve`.
+    #[command(subcommand)]
+    Pipeline(remote_pipeline::PipelineCommand),
     /// Portable snapshots of a pipeline's state.
     #[command(subcommand)]
     Savepoint(savepoint::SavepointCommand),
@@ -43,6 +54,12 @@ enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Upload a component to a `weir serve`'s plugin registry.
+    Upload(remote_plugin::UploadArgs),
+    /// List the plugins of a `weir serve`.
+    List(remote_plugin::ListArgs),
+    /// Delete a plugin no pipeline uses from a `weir serve`.
+    Delete(remote_plugin::DeleteArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +69,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => crate::api::serve(args),
         Command::Savepoint(command) => savepoint::run(command),
+        Command::Pipeline(command) => remote_pipeline::run(command),
+        Command::Plugin(PluginCommand::Upload(args)) => remote_plugin::upload(args),
+        Command::Plugin(PluginCommand::List(args)) => remote_plugin::list(args),
+        Command::Plugin(PluginCommand::Delete(args)) => remote_plugin::delete(args),
         Command::Plugin(PluginCommand::Build { dir }) => {
             plugin_build::build_crate(&dir).map(|path| {
                 println!("{}", path.display());
