@@ -39,7 +39,10 @@ impl Server {
         let mut line = String::new();
         let url = loop {
             line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "weir serve exited");
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "weir serve exited"
+            );
             if let Some(rest) = line.trim().strip_prefix("weir serve listening on ") {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
@@ -98,7 +101,11 @@ impl Server {
     fn wait_processed(&self, name: &str, events: u64) {
         let began = Instant::now();
         while self.status(name)["events_in"].as_u64() != Some(events) {
-            assert!(began.elapsed() < Duration::from_secs(300), "{}", self.status(name));
+            assert!(
+                began.elapsed() < Duration::from_secs(300),
+                "{}",
+                self.status(name)
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -147,14 +154,19 @@ fn main() {
     let events = env_u64("WEIR_BENCH_EVENTS", 1_000_000);
     let swaps = env_u64("WEIR_BENCH_SWAPS", 50) as usize;
     const BATCH: u64 = 10_000;
-    println!("weir control plane benchmark ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "weir control plane benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     // HTTP ingest.
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     let counter = server.upload(&std::fs::read(COUNTER).unwrap());
     server.create(&spec("ingest", &counter));
-    let bodies: Vec<Vec<u8>> = (0..events / BATCH).map(|i| batch(i * BATCH, BATCH)).collect();
+    let bodies: Vec<Vec<u8>> = (0..events / BATCH)
+        .map(|i| batch(i * BATCH, BATCH))
+        .collect();
     let began = Instant::now();
     std::thread::scope(|s| {
         for client in 0..2 {
@@ -228,7 +240,10 @@ fn main() {
     let fraud = std::fs::read(FRAUD_DETECTOR).unwrap();
     let mut padded = fraud.clone();
     pad_to(&mut padded, 2 << 20);
-    for (what, bytes) in [("fraud-detector", &fraud), ("fraud-detector padded to 2 MiB", &padded)] {
+    for (what, bytes) in [
+        ("fraud-detector", &fraud),
+        ("fraud-detector padded to 2 MiB", &padded),
+    ] {
         let mut times = Vec::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();

@@ -126,7 +126,12 @@ impl Server {
     }
 
     /// Polls the status until `done` holds (or panics after `limit`).
-    pub fn wait_for(&self, pipeline: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &self,
+        pipeline: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let began = Instant::now();
         loop {
             let status = self.status(pipeline);
@@ -202,7 +207,11 @@ fn send(server: &Server, pipeline: &str, body: &[u8]) -> u64 {
 
 /// Commits what the pipeline has processed, then reads the file sink.
 fn committed_output(server: &Server, pipeline: &str, out: &Path) -> Vec<Value> {
-    let (code, c) = server.call("POST", &format!("/v1/pipelines/{pipeline}/checkpoints"), None);
+    let (code, c) = server.call(
+        "POST",
+        &format!("/v1/pipelines/{pipeline}/checkpoints"),
+        None,
+    );
     assert_eq!(code, 201, "{c}");
     read_jsonl(out)
 }
@@ -226,21 +235,42 @@ fn upload_create_ingest_query_status_and_delete_over_raw_http() {
     assert_eq!(again["world"], "weir:plugin/processor@0.1.0");
 
     let out = dir.path().join("counts.jsonl");
-    let (code, created) = server.json("POST", "/v1/pipelines", &counter_spec("counts", &digest, 2, &out));
+    let (code, created) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("counts", &digest, 2, &out),
+    );
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["state"], "running");
     assert_eq!(created["plugin"]["name"], "counter");
-    let (code, taken) = server.json("POST", "/v1/pipelines", &counter_spec("counts", &digest, 2, &out));
+    let (code, taken) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("counts", &digest, 2, &out),
+    );
     assert_eq!(code, 409, "{taken}");
 
     assert_eq!(send(&server, "counts", &events(0, 1000, 10)), 1000);
     // One event as a (pretty-printed) JSON document is fine too.
-    assert_eq!(send(&server, "counts", b"{\n \"user\": \"u3\",\n \"seq\": 1000\n}"), 1);
-    let (code, bad) = server.call("POST", "/v1/pipelines/counts/events", Some(b"{\"user\":\"u1\"}\nnot json\n"));
+    assert_eq!(
+        send(
+            &server,
+            "counts",
+            b"{\n \"user\": \"u3\",\n \"seq\": 1000\n}"
+        ),
+        1
+    );
+    let (code, bad) = server.call(
+        "POST",
+        "/v1/pipelines/counts/events",
+        Some(b"{\"user\":\"u1\"}\nnot json\n"),
+    );
     assert_eq!(code, 400, "{bad}");
     assert!(bad["detail"].as_str().unwrap().contains("line 2"), "{bad}");
 
-    let status = server.wait_for("counts", Duration::from_secs(30), |s| s["outputs"]["main"] == 1001);
+    let status = server.wait_for("counts", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 1001
+    });
     assert_eq!(status["events_in"], 1001);
     assert_eq!(status["source"], "http");
 
@@ -254,7 +284,11 @@ fn upload_create_ingest_query_status_and_delete_over_raw_http() {
 
     let lines = committed_output(&server, "counts", &out);
     assert_eq!(lines.len(), 1001);
-    let last_u3 = lines.iter().filter(|l| l["key"] == "u3").map(|l| l["count"].as_u64().unwrap()).max();
+    let last_u3 = lines
+        .iter()
+        .filter(|l| l["key"] == "u3")
+        .map(|l| l["count"].as_u64().unwrap())
+        .max();
     assert_eq!(last_u3, Some(101));
 
     let (code, listed) = server.call("GET", "/v1/pipelines", None);
@@ -263,7 +297,10 @@ fn upload_create_ingest_query_status_and_delete_over_raw_http() {
     let (code, metrics) = server.call("GET", "/metrics", None);
     assert_eq!(code, 200);
     let metrics = metrics.as_str().unwrap().to_owned();
-    assert!(metrics.contains("weir_events_in_total{pipeline=\"counts\"} 1001"), "{metrics}");
+    assert!(
+        metrics.contains("weir_events_in_total{pipeline=\"counts\"} 1001"),
+        "{metrics}"
+    );
     assert!(metrics.contains("weir_events_out_total{pipeline=\"counts\",output=\"main\"} 1001"));
     assert!(metrics.contains("weir_plugin_call_seconds_count{pipeline=\"counts\"}"));
 
@@ -294,46 +331,83 @@ fn swapping_twenty_times_under_load_processes_every_event_once_and_carries_state
     let (code, created) = server.json("POST", "/v1/pipelines", &counter_spec("load", &v1, 2, &out));
     assert_eq!(code, 201, "{created}");
 
+    // The sender and the swapper pace each other, so that the swaps are
+    // spread over the stream and every version handles some events: batch
+    // `i` waits for swap `i / 4`, and each swap waits for new events.
+    const BATCH: u64 = 3_000;
+    let swaps_done = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let sender = scope.spawn(|| {
-            let mut sent = 0;
-            while sent < EVENTS {
-                sent += send(&server, "load", &events(sent, 3_000, USERS));
+            for i in 0..EVENTS / BATCH {
+                while swaps_done.load(std::sync::atomic::Ordering::SeqCst)
+                    < SWAPS.min(i as usize / 4)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                send(&server, "load", &events(i * BATCH, BATCH, USERS));
             }
         });
         let mut pauses = Vec::new();
+        let mut seen = 0;
         for i in 0..SWAPS {
-            std::thread::sleep(Duration::from_millis(40));
+            server.wait_for("load", Duration::from_secs(60), |s| {
+                s["events_in"].as_u64().unwrap() > seen
+            });
             let digest = if i % 2 == 0 { &v2 } else { &v1 };
-            let (code, swapped) = server.json("PUT", "/v1/pipelines/load/plugin", &json!({"digest": digest}));
+            let (code, swapped) = server.json(
+                "PUT",
+                "/v1/pipelines/load/plugin",
+                &json!({"digest": digest}),
+            );
             assert_eq!(code, 200, "swap {i}: {swapped}");
             assert_eq!(swapped["digest"], digest.as_str());
             pauses.push(swapped["pause_ms"].as_f64().unwrap());
+            seen = server.status("load")["events_in"].as_u64().unwrap();
+            swaps_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         sender.join().unwrap();
         eprintln!("swap pauses (ms): {pauses:?}");
     });
-    let status = server.wait_for("load", Duration::from_secs(120), |s| s["outputs"]["main"] == EVENTS);
+    let status = server.wait_for("load", Duration::from_secs(120), |s| {
+        s["outputs"]["main"] == EVENTS
+    });
     assert_eq!(status["swaps"], SWAPS as u64);
-    assert_eq!(status["plugin"]["digest"], v1.as_str(), "an even number of swaps ends on v1");
+    assert_eq!(
+        status["plugin"]["digest"],
+        v1.as_str(),
+        "an even number of swaps ends on v1"
+    );
 
     let mut lines = committed_output(&server, "load", &out);
-    assert_eq!(lines.len() as u64, EVENTS, "every input produced exactly one output");
+    assert_eq!(
+        lines.len() as u64,
+        EVENTS,
+        "every input produced exactly one output"
+    );
     lines.sort_by_key(|l| l["seq"].as_u64().unwrap());
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["seq"], i as u64, "each event once: {line}");
     }
     // The stream switches version exactly once per swap, at one point for
-    // every key: sorted by input order, the version changes 20 times.
-    let changes = lines.windows(2).filter(|w| w[0]["version"] != w[1]["version"]).count();
+    // every key: sorted by input order, the version changes 20 times (each
+    // swap waited for events after the one before).
+    let changes = lines
+        .windows(2)
+        .filter(|w| w[0]["version"] != w[1]["version"])
+        .count();
     assert_eq!(changes, SWAPS, "versions switch only at swaps");
     assert_eq!(lines[0]["version"], "counter");
     // Per key, the count runs 1, 2, 3, ... across every version.
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for line in &lines {
-        let count = counts.entry(line["key"].as_str().unwrap().to_owned()).or_default();
+        let count = counts
+            .entry(line["key"].as_str().unwrap().to_owned())
+            .or_default();
         *count += 1;
-        assert_eq!(line["count"], *count, "state carried across versions: {line}");
+        assert_eq!(
+            line["count"], *count,
+            "state carried across versions: {line}"
+        );
     }
     assert_eq!(counts.len() as u64, USERS);
 }
@@ -345,7 +419,11 @@ fn a_swap_to_a_plugin_whose_open_fails_keeps_the_old_version_running() {
     let v1 = server.upload(COUNTER, "counter");
     let v2 = server.upload(COUNTER_V2, "counter-v2");
     let out = dir.path().join("counts.jsonl");
-    let (code, _) = server.json("POST", "/v1/pipelines", &counter_spec("refuse", &v1, 2, &out));
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("refuse", &v1, 2, &out),
+    );
     assert_eq!(code, 201);
     send(&server, "refuse", &events(0, 100, 7));
 
@@ -356,15 +434,28 @@ fn a_swap_to_a_plugin_whose_open_fails_keeps_the_old_version_running() {
     );
     assert_eq!(code, 422, "{refused}");
     assert_eq!(refused["error"], "plugin_refused");
-    assert!(refused["detail"].as_str().unwrap().contains("fail_open"), "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("fail_open"),
+        "{refused}"
+    );
     // Unknown digest, bad body: 4xx, not 500.
-    let (code, unknown) = server.json("PUT", "/v1/pipelines/refuse/plugin", &json!({"digest": "ab".repeat(32)}));
+    let (code, unknown) = server.json(
+        "PUT",
+        "/v1/pipelines/refuse/plugin",
+        &json!({"digest": "ab".repeat(32)}),
+    );
     assert_eq!(code, 404, "{unknown}");
-    let (code, bad) = server.call("PUT", "/v1/pipelines/refuse/plugin", Some(b"{\"digest\": 5}"));
+    let (code, bad) = server.call(
+        "PUT",
+        "/v1/pipelines/refuse/plugin",
+        Some(b"{\"digest\": 5}"),
+    );
     assert_eq!(code, 400, "{bad}");
 
     send(&server, "refuse", &events(100, 100, 7));
-    server.wait_for("refuse", Duration::from_secs(30), |s| s["outputs"]["main"] == 200);
+    server.wait_for("refuse", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 200
+    });
     let status = server.status("refuse");
     assert_eq!(status["state"], "running");
     assert_eq!(status["plugin"]["digest"], v1.as_str());
@@ -379,35 +470,67 @@ fn bad_uploads_are_refused_with_a_reason_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), None);
     let cases: [(&str, Vec<u8>, &str); 3] = [
-        ("random bytes", b"these are not wasm at all".to_vec(), "not a WebAssembly component"),
+        (
+            "random bytes",
+            b"these are not wasm at all".to_vec(),
+            "not a WebAssembly component",
+        ),
         // The smallest valid core module: magic and version 1.
-        ("a core module", b"\0asm\x01\0\0\0".to_vec(), "core wasm module"),
-        ("another world", std::fs::read(OTHER_WORLD).unwrap(), "weir:plugin/processor"),
+        (
+            "a core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core wasm module",
+        ),
+        (
+            "another world",
+            std::fs::read(OTHER_WORLD).unwrap(),
+            "weir:plugin/processor",
+        ),
     ];
     for (what, bytes, reason) in cases {
         let (code, answer) = server.call("POST", "/v1/plugins", Some(&bytes));
         assert_eq!(code, 400, "{what}: {answer}");
         assert_eq!(answer["error"], "bad_request", "{what}");
-        assert!(answer["detail"].as_str().unwrap().contains(reason), "{what}: {answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(reason),
+            "{what}: {answer}"
+        );
     }
     // 65 MiB announced: refused before the body is read.
     let (code, head) = raw_post_announcing(&server.url, "/v1/plugins", 65 << 20);
     assert_eq!(code, 413, "{head}");
     let (_, plugins) = server.call("GET", "/v1/plugins", None);
     assert_eq!(plugins["plugins"], json!([]));
-    let stored: Vec<_> = std::fs::read_dir(server.data_dir.join("plugins")).unwrap().collect();
+    let stored: Vec<_> = std::fs::read_dir(server.data_dir.join("plugins"))
+        .unwrap()
+        .collect();
     assert!(stored.is_empty(), "{stored:?}");
 
     // Specs: a bad field is named, an unknown plugin is 404, a path plugin is refused.
-    let (code, bad) = server.json("POST", "/v1/pipelines", &json!({"name": "x", "source": {"kind": "http"},
-        "key_by": {"field": "/k"}, "plugin": {"digest": "ab".repeat(32)}, "parallelism": 0}));
+    let (code, bad) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &json!({"name": "x", "source": {"kind": "http"},
+        "key_by": {"field": "/k"}, "plugin": {"digest": "ab".repeat(32)}, "parallelism": 0}),
+    );
     assert_eq!(code, 400, "{bad}");
-    assert!(bad["detail"].as_str().unwrap().starts_with("parallelism"), "{bad}");
-    let (code, unknown) = server.json("POST", "/v1/pipelines", &json!({"name": "x", "source": {"kind": "http"},
-        "key_by": {"field": "/k"}, "plugin": {"digest": "ab".repeat(32)}}));
+    assert!(
+        bad["detail"].as_str().unwrap().starts_with("parallelism"),
+        "{bad}"
+    );
+    let (code, unknown) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &json!({"name": "x", "source": {"kind": "http"},
+        "key_by": {"field": "/k"}, "plugin": {"digest": "ab".repeat(32)}}),
+    );
     assert_eq!(code, 404, "{unknown}");
-    let (code, path) = server.json("POST", "/v1/pipelines", &json!({"name": "x", "source": {"kind": "http"},
-        "key_by": {"field": "/k"}, "plugin": {"wasm": PASSTHROUGH}}));
+    let (code, path) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &json!({"name": "x", "source": {"kind": "http"},
+        "key_by": {"field": "/k"}, "plugin": {"wasm": PASSTHROUGH}}),
+    );
     assert_eq!(code, 400, "{path}");
     let (code, not_json) = server.call("POST", "/v1/pipelines", Some(b"name = 'toml'"));
     assert_eq!(code, 400, "{not_json}");
@@ -424,11 +547,17 @@ fn raw_post_announcing(url: &str, path: &str, length: usize) -> (u16, String) {
     )
     .unwrap();
     let _ = stream.write_all(&[0u8; 1024]);
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut head = [0u8; 512];
     let n = stream.read(&mut head).unwrap();
     let head = String::from_utf8_lossy(&head[..n]).into_owned();
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (code, head)
 }
 
@@ -480,40 +609,61 @@ fn a_killed_server_resumes_its_pipelines_from_checkpoints_with_no_loss_and_no_du
     let fraud = server.upload(FRAUD_DETECTOR, "fraud");
     let counter = server.upload(COUNTER, "counter");
     let alerts = dir.path().join("alerts.jsonl");
-    let (code, created) = server.json("POST", "/v1/pipelines", &json!({
-        "name": "fraud",
-        "parallelism": 2,
-        "source": {"kind": "generator", "events": 1_000_000},
-        "event_time": {"field": "/ts"},
-        "key_by": {"field": "/user_id"},
-        "plugin": {"digest": fraud, "config": {"threshold": 5, "window_ms": 60000}},
-        "checkpoint": {"interval_ms": 200},
-        "sink": [{"output": "alerts", "kind": "file", "path": alerts}],
-    }));
+    let (code, created) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &json!({
+            "name": "fraud",
+            "parallelism": 2,
+            "source": {"kind": "generator", "events": 1_000_000},
+            "event_time": {"field": "/ts"},
+            "key_by": {"field": "/user_id"},
+            "plugin": {"digest": fraud, "config": {"threshold": 5, "window_ms": 60000}},
+            "checkpoint": {"interval_ms": 200},
+            "sink": [{"output": "alerts", "kind": "file", "path": alerts}],
+        }),
+    );
     assert_eq!(code, 201, "{created}");
     let counts = dir.path().join("counts.jsonl");
-    let (code, _) = server.json("POST", "/v1/pipelines", &counter_spec("counts", &counter, 2, &counts));
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("counts", &counter, 2, &counts),
+    );
     assert_eq!(code, 201);
     assert_eq!(send(&server, "counts", &events(0, 20_000, 100)), 20_000);
     // Kill once both pipelines have checkpointed part of their input.
     server.wait_for("fraud", Duration::from_secs(60), |s| {
         !s["last_checkpoint"].is_null() && s["events_in"].as_u64().unwrap() >= 200_000
     });
-    server.wait_for("counts", Duration::from_secs(60), |s| !s["last_checkpoint"].is_null());
+    server.wait_for("counts", Duration::from_secs(60), |s| {
+        !s["last_checkpoint"].is_null()
+    });
     server.kill();
 
     let server = Server::start(&data, None);
-    assert_eq!(send(&server, "counts", &events(20_000, 10_000, 100)), 10_000);
-    let status = server.wait_for("fraud", Duration::from_secs(120), |s| s["state"] != "running");
+    assert_eq!(
+        send(&server, "counts", &events(20_000, 10_000, 100)),
+        10_000
+    );
+    let status = server.wait_for("fraud", Duration::from_secs(120), |s| {
+        s["state"] != "running"
+    });
     assert_eq!(status["state"], "finished", "{status}");
     let alerts = read_jsonl(&alerts);
-    assert_eq!(alerts.len(), 2_056, "the reference alerts, no gap and no duplicate");
+    assert_eq!(
+        alerts.len(),
+        2_056,
+        "the reference alerts, no gap and no duplicate"
+    );
     let users: u64 = alerts.iter().map(|a| a["user_id"].as_u64().unwrap()).sum();
     assert_eq!(users, 103_597_187);
 
     // The http pipeline: every event acknowledged before the kill is
     // processed exactly once.
-    server.wait_for("counts", Duration::from_secs(60), |s| s["state"] == "running");
+    server.wait_for("counts", Duration::from_secs(60), |s| {
+        s["state"] == "running"
+    });
     let began = Instant::now();
     let lines = loop {
         let lines = committed_output(&server, "counts", &counts);
@@ -533,32 +683,65 @@ fn stop_with_a_savepoint_and_start_again_resumes_where_it_stopped() {
     let server = Server::start(&dir.path().join("data"), None);
     let counter = server.upload(COUNTER, "counter");
     let out = dir.path().join("counts.jsonl");
-    let (code, _) = server.json("POST", "/v1/pipelines", &counter_spec("sp", &counter, 1, &out));
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("sp", &counter, 1, &out),
+    );
     assert_eq!(code, 201);
     send(&server, "sp", &events(0, 500, 5));
-    server.wait_for("sp", Duration::from_secs(30), |s| s["outputs"]["main"] == 500);
+    server.wait_for("sp", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 500
+    });
     let savepoint = dir.path().join("sp-1");
     let (code, stopped) = server.json("POST", "/v1/pipelines/sp/stop", &json!({"to": savepoint}));
     assert_eq!(code, 200, "{stopped}");
     assert_eq!(stopped["state"], "stopped");
     assert!(savepoint.join("MANIFEST.json").exists());
-    let (code, refused) = server.call("POST", "/v1/pipelines/sp/events", Some(b"{\"user\":\"u1\",\"seq\":500}"));
+    let (code, refused) = server.call(
+        "POST",
+        "/v1/pipelines/sp/events",
+        Some(b"{\"user\":\"u1\",\"seq\":500}"),
+    );
     assert_eq!(code, 409, "{refused}");
     let (code, listed) = server.call("GET", "/v1/pipelines/sp/checkpoints", None);
     assert_eq!(code, 200);
-    assert!(!listed["checkpoints"].as_array().unwrap().is_empty(), "{listed}");
+    assert!(
+        !listed["checkpoints"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
 
     let (code, started) = server.call("POST", "/v1/pipelines/sp/start", None);
     assert_eq!(code, 200, "{started}");
     assert_eq!(started["state"], "running");
     send(&server, "sp", &events(500, 500, 5));
-    server.wait_for("sp", Duration::from_secs(30), |s| s["outputs"]["main"] == 500);
+    server.wait_for("sp", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 500
+    });
     let lines = committed_output(&server, "sp", &out);
     assert_eq!(lines.len(), 1000);
     // Counts continue from the stop: u0 saw 200 events, the last has count 200.
-    let u0 = lines.iter().filter(|l| l["key"] == "u0").map(|l| l["count"].as_u64().unwrap()).max();
+    let u0 = lines
+        .iter()
+        .filter(|l| l["key"] == "u0")
+        .map(|l| l["count"].as_u64().unwrap())
+        .max();
     assert_eq!(u0, Some(200));
     let (code, made) = server.call("POST", "/v1/pipelines/sp/savepoints", None);
     assert_eq!(code, 201, "{made}");
-    assert!(Path::new(made["path"].as_str().unwrap()).join("MANIFEST.json").exists());
+    assert!(
+        Path::new(made["path"].as_str().unwrap())
+            .join("MANIFEST.json")
+            .exists()
+    );
+
+    // An orderly shutdown stops at a checkpoint; the next start resumes.
+    server.terminate();
+    let server = Server::start(&dir.path().join("data"), None);
+    assert_eq!(server.status("sp")["state"], "running");
+    send(&server, "sp", &events(1000, 5, 5));
+    server.wait_for("sp", Duration::from_secs(30), |s| s["outputs"]["main"] == 5);
+    let lines = committed_output(&server, "sp", &out);
+    assert_eq!(lines.len(), 1005);
+    assert_eq!(lines.last().unwrap()["count"], 201);
 }

@@ -78,12 +78,45 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(quick)
         .merge(patient)
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_announced_oversize))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         // Outside the token check: liveness probes carry no credentials.
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound("no such route; see GET /v1/openapi.json".into()) })
         .with_state(state)
+}
+
+/// The body limit of a request (413 beyond).
+fn body_limit_of(path: &str) -> usize {
+    if path == "/v1/plugins" {
+        PLUGIN_BODY_LIMIT
+    } else if path.starts_with("/v1/pipelines/") && path.ends_with("/events") {
+        EVENTS_BODY_LIMIT
+    } else {
+        DEFAULT_BODY_LIMIT
+    }
+}
+
+/// Refuses a request that announces a body over its limit before reading
+/// any of it, so a client learns at once instead of after sending it all.
+/// (`DefaultBodyLimit` still cuts off a chunked body that grows too big.)
+async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
+    let limit = body_limit_of(request.uri().path());
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = announced
+        && length > limit as u64
+    {
+        return ApiError::PayloadTooLarge(format!(
+            "the body is {length} bytes; this route takes at most {limit}"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn authorize(State(state): Shared, request: Request, next: Next) -> Response {
