@@ -139,11 +139,9 @@ fn pipeline_swap_resolves_a_digest_prefix_and_reports_the_new_version() {
         ),
         ("PUT", "/v1/pipelines/count/plugin") => ok(
             200,
-            json!({"digest": digest("abcdef1"), "pause_ms": 1.9, "swaps": 3}),
+            json!({"digest": digest("abcdef1"), "name": "counter-v2", "version": "0.1.0",
+                   "config": {"fail_open": false}, "pause_ms": 1.9, "swaps": 3}),
         ),
-        ("GET", t) if t == format!("/v1/plugins/{}", digest("abcdef1")) => {
-            ok(200, plugin_info(&digest("abcdef1"), "counter-v2"))
-        }
         _ => ok(404, json!({"error": "not_found", "detail": "no route"})),
     });
     let output = weir(

@@ -745,3 +745,121 @@ fn stop_with_a_savepoint_and_start_again_resumes_where_it_stopped() {
     assert_eq!(lines.len(), 1005);
     assert_eq!(lines.last().unwrap()["count"], 201);
 }
+
+/// `weir <args>` against `server`; stdout, or a panic with stderr.
+fn cli(server: &Server, cwd: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .args(["--server", &server.url])
+        .current_dir(cwd)
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "weir {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_cli_uploads_creates_sends_swaps_and_deletes_against_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let server = Server::start(&cwd.join("data"), None);
+    std::fs::write(
+        cwd.join("counts.toml"),
+        format!(
+            r#"
+name = "counts"
+parallelism = 2
+[source]
+kind = "http"
+[key_by]
+field = "/user"
+[plugin]
+wasm = {wasm:?}
+[checkpoint]
+interval_ms = 200
+[[sink]]
+output = "main"
+kind = "file"
+path = {out:?}
+"#,
+            wasm = COUNTER,
+            out = cwd.join("counts.jsonl"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(cwd.join("events.jsonl"), events(0, 1000, 10)).unwrap();
+
+    let created = cli(&server, cwd, &["pipeline", "create", "counts.toml"]);
+    assert!(created.contains("counts"), "{created}");
+    let sent = cli(
+        &server,
+        cwd,
+        &["pipeline", "send", "counts", "events.jsonl"],
+    );
+    assert!(sent.contains("1000"), "{sent}");
+    server.wait_for("counts", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 1000
+    });
+    let status: Value = serde_json::from_str(&cli(
+        &server,
+        cwd,
+        &["pipeline", "status", "counts", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(status["events_in"], 1000);
+    assert_eq!(status["plugin"]["name"], "counter");
+    let human = cli(&server, cwd, &["pipeline", "status", "counts"]);
+    assert!(human.contains("running"), "{human}");
+
+    let swapped = cli(
+        &server,
+        cwd,
+        &["pipeline", "swap", "counts", "--plugin", COUNTER_V2],
+    );
+    assert!(
+        swapped.contains("swapped counts to counter_v2"),
+        "{swapped}"
+    );
+    cli(
+        &server,
+        cwd,
+        &["pipeline", "send", "counts", "events.jsonl"],
+    );
+    server.wait_for("counts", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 2000
+    });
+    cli(&server, cwd, &["pipeline", "checkpoint", "counts"]);
+    let lines = read_jsonl(&cwd.join("counts.jsonl"));
+    assert_eq!(lines.len(), 2000);
+    assert!(lines[1000..].iter().all(|l| l["version"] == "counter-v2"));
+    assert_eq!(
+        lines.last().unwrap()["count"],
+        200,
+        "u9's count carried across the swap"
+    );
+
+    let listed = cli(&server, cwd, &["pipeline", "list"]);
+    assert!(
+        listed.contains("counts") && listed.contains("running"),
+        "{listed}"
+    );
+    let plugins = cli(&server, cwd, &["plugin", "list"]);
+    assert!(plugins.contains("counter_v2"), "{plugins}");
+    let savepoints = cli(&server, cwd, &["savepoint", "list", "counts"]);
+    assert!(!savepoints.trim().is_empty());
+    cli(&server, cwd, &["pipeline", "delete", "counts"]);
+    let (code, _) = server.call("GET", "/v1/pipelines/counts", None);
+    assert_eq!(code, 404);
+    let digest = server.upload(COUNTER, "counter");
+    cli(&server, cwd, &["plugin", "delete", &digest[..12]]);
+    assert_eq!(
+        server.call("GET", &format!("/v1/plugins/{digest}"), None).0,
+        404
+    );
+}

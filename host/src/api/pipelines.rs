@@ -501,7 +501,8 @@ impl Pipelines {
             .registry
             .bytes(&request.digest)
             .map_err(registry_error)?;
-        let config = request.config.unwrap_or_else(|| json!({}));
+        // No config: a new version of the same plugin keeps the current one.
+        let config = request.config.unwrap_or_else(|| control.plugin().config);
         let report = control
             .swap(&self.engine, &component, &config)
             .map_err(|e| match e {
@@ -515,8 +516,12 @@ impl Pipelines {
         let mut record = managed.record.lock().expect("lock");
         record.spec["plugin"] = json!({ "digest": report.digest, "config": config });
         persist(&managed.dir, &record)?;
+        let info = self.registry.get(&report.digest);
         Ok(json!({
             "digest": report.digest,
+            "name": info.as_ref().map(|i| i.name.clone()),
+            "version": info.as_ref().map(|i| i.version.clone()),
+            "config": config,
             "pause_ms": report.max_pause.as_secs_f64() * 1000.0,
             "swaps": control.live().swaps.load(Ordering::Relaxed),
         }))

@@ -227,23 +227,16 @@ fn swap(name: &str, plugin: &str, config: Option<&str>, remote: &Remote) -> anyh
     let config: Option<Value> = config
         .map(|c| serde_json::from_str(c).context("--config is not JSON"))
         .transpose()?;
-    let (digest, info) = PluginArg::parse(plugin).into_digest(&client)?;
+    let (digest, _) = PluginArg::parse(plugin).into_digest(&client)?;
     let mut body = json!({ "digest": digest });
     if let Some(config) = config {
         body["config"] = config;
     }
     let answer = client.put(&pipeline_path(name, "/plugin"), &body)?;
     remote.print(&answer, |result| {
-        // The swap's answer names no version: the upload's (or the
-        // registry's) does. A failed lookup only costs the name.
-        let info = info.or_else(|| {
-            client
-                .get(&format!("/v1/plugins/{}", segment(&digest)))
-                .ok()
-        });
-        let version = info.as_ref().map_or_else(|| "?".to_owned(), plugin_name);
         format!(
-            "swapped {name} to {version} ({}) in {} ms",
+            "swapped {name} to {} ({}) in {} ms",
+            plugin_name(result),
             short(&digest),
             cell(&result["pause_ms"])
         )
