@@ -159,7 +159,7 @@ fn pipeline_swap_resolves_a_digest_prefix_and_reports_the_new_version() {
     );
     assert_eq!(
         stdout(&output),
-        "swapped count to counter-v2@0.1.0 (abcdef100000) in 1.9 ms\n"
+        "swapped count to counter-v2@0.1.0 (abcdef100000) in 1.90 ms\n"
     );
     let swap = &server.requests()[1];
     assert_eq!(

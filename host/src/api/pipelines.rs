@@ -322,6 +322,8 @@ impl Pipelines {
         let thread = std::thread::Builder::new()
             .name(format!("weir-{}-run", spec.name))
             .spawn(move || {
+                let span = tracing::info_span!("pipeline", pipeline = %runner.name);
+                let _in_pipeline = span.enter();
                 let mut rate = RateMeter::default();
                 let mut trimmed_after = None;
                 let result = pipeline.run(|metrics, _| {
@@ -823,7 +825,7 @@ fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(body.len() + 1);
     let mut count = 0;
     let single = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-    if single && body.iter().any(|&b| b == b'\n') {
+    if single && body.contains(&b'\n') {
         // One event spread over lines (pretty-printed): compact it.
         let value: Value = serde_json::from_slice(body).expect("just parsed");
         out.extend_from_slice(value.to_string().as_bytes());

@@ -235,10 +235,10 @@ fn swap(name: &str, plugin: &str, config: Option<&str>, remote: &Remote) -> anyh
     let answer = client.put(&pipeline_path(name, "/plugin"), &body)?;
     remote.print(&answer, |result| {
         format!(
-            "swapped {name} to {} ({}) in {} ms",
+            "swapped {name} to {} ({}) in {:.2} ms",
             plugin_name(result),
             short(&digest),
-            cell(&result["pause_ms"])
+            result["pause_ms"].as_f64().unwrap_or(f64::NAN)
         )
     });
     Ok(())

@@ -369,10 +369,13 @@ impl Pipeline {
         drop(control);
         let run_started = Instant::now();
         let mut sink_handles = Vec::new();
+        // Every log line of the pipeline's threads names the pipeline.
+        let span = || tracing::info_span!("pipeline", pipeline = %spec.name);
         for (output, task) in sinks {
+            let span = span();
             let handle = std::thread::Builder::new()
                 .name(format!("weir-sink-{output}"))
-                .spawn(move || task.run())
+                .spawn(move || span.in_scope(|| task.run()))
                 .map_err(PipelineError::Spawn)?;
             sink_handles.push((output, handle));
         }
@@ -380,16 +383,20 @@ impl Pipeline {
         let mut workers: Vec<JoinHandle<Result<SubtaskReport, PipelineError>>> = Vec::new();
         for (subtask, input) in subtasks.into_iter().zip(subtask_inputs) {
             let name = format!("weir-{}-{}", spec.name, workers.len());
+            let span = span();
             workers.push(
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || subtask.run(input))
+                    .spawn(move || span.in_scope(|| subtask.run(input)))
                     .map_err(PipelineError::Spawn)?,
             );
         }
         let source_handle = std::thread::Builder::new()
             .name(format!("weir-{}-source", spec.name))
-            .spawn(move || source.run())
+            .spawn({
+                let span = span();
+                move || span.in_scope(|| source.run())
+            })
             .map_err(PipelineError::Spawn)?;
 
         let mut coordinator = coordinator;
