@@ -88,6 +88,25 @@ mod guest {
                 )
             })
         }
+
+        fn state_version() -> u32 {
+            P::STATE_VERSION
+        }
+
+        fn migrate(
+            from: u32,
+            items: Vec<bindings::StoredValue>,
+        ) -> Result<Vec<Option<Vec<u8>>>, String> {
+            install_panic_hook();
+            items
+                .iter()
+                .map(|item| {
+                    P::migrate(from, &item.state, &item.value).map_err(|e| {
+                        format!("migrating state {:?}: {}", item.state, e.into_message())
+                    })
+                })
+                .collect()
+        }
     }
 
     fn with_plugin<P: Processor, R>(f: impl FnOnce(&mut P) -> R) -> R {

@@ -82,7 +82,7 @@ pub use error::Error;
 pub use event::Event;
 pub use level::Level;
 pub use processor::Processor;
-pub use state::{ListState, MapState, ValueState};
+pub use state::{ListState, MapState, ValueState, decode_stored, encode_stored};
 pub use timer::{TimeDomain, Timer};
 
 /// Items `export!` expands to; not part of the API.

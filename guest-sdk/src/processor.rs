@@ -32,6 +32,22 @@ pub trait Processor: Sized + 'static {
         let _ = (ctx, timer);
         Ok(())
     }
+
+    /// The version of the format this plugin keeps its state in. Raise it
+    /// when a new version of the plugin stores state differently, and
+    /// implement [`migrate`](Processor::migrate): when a swap (or a restore)
+    /// brings this version onto state written by a lower one, the host runs
+    /// `migrate` on every stored value before the plugin takes traffic.
+    const STATE_VERSION: u32 = 0;
+
+    /// Rewrites one stored value of state `state` (a value, a map entry's
+    /// value, or a list item), written in state version `from`, into this
+    /// version's format; `Ok(None)` drops it. An `Err` refuses the swap and
+    /// the old version keeps running. By default values are kept as they are.
+    fn migrate(from: u32, state: &str, value: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let _ = (from, state);
+        Ok(Some(value.to_vec()))
+    }
 }
 
 /// Runs `plugin` on one event, with the event's key and time in scope.

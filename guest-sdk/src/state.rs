@@ -26,6 +26,18 @@ pub(crate) fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T,
     })
 }
 
+/// Decodes a stored state value (a value, a map value or a list item) as
+/// the typed states store it: what [`Processor::migrate`](crate::Processor::migrate)
+/// receives. `state` names it in the error.
+pub fn decode_stored<T: DeserializeOwned>(state: &str, bytes: &[u8]) -> Result<T, Error> {
+    decode(state, bytes)
+}
+
+/// Encodes a value as the typed states store it: what `migrate` returns.
+pub fn encode_stored<T: Serialize>(state: &str, value: &T) -> Result<Vec<u8>, Error> {
+    encode(state, value)
+}
+
 /// One value of type `T` per key.
 pub struct ValueState<T> {
     name: String,

@@ -19,6 +19,7 @@ mod tested {
     pub use crate::plugins_extra::{counter, counter_v2, other_world};
     pub use crate::run_pipeline::{amount_filter, fraud_detector, passthrough};
     pub use crate::sandbox::{rogue_guest, sandbox_probe};
+    pub use crate::serve::counter_v3;
     pub use crate::state::state_probe;
 }
 

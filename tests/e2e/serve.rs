@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weir_test_artifacts::{COUNTER, COUNTER_V2, FRAUD_DETECTOR, OTHER_WORLD, PASSTHROUGH};
+use weir_test_artifacts::{
+    COUNTER, COUNTER_V2, COUNTER_V3, FRAUD_DETECTOR, OTHER_WORLD, PASSTHROUGH, ROGUE_GUEST,
+};
 
 use crate::support::read_jsonl;
 
@@ -205,15 +207,35 @@ fn send(server: &Server, pipeline: &str, body: &[u8]) -> u64 {
     }
 }
 
-/// Commits what the pipeline has processed, then reads the file sink.
-fn committed_output(server: &Server, pipeline: &str, out: &Path) -> Vec<Value> {
+/// Commits what the pipeline has processed with a checkpoint, then reads
+/// the file sink once it holds at least `expected` lines and stops growing.
+/// (The sink appends a checkpoint's records just after the checkpoint
+/// completes, so a reader can catch an append half done: only whole lines
+/// count.)
+fn committed_output(server: &Server, pipeline: &str, out: &Path, expected: usize) -> Vec<Value> {
     let (code, c) = server.call(
         "POST",
         &format!("/v1/pipelines/{pipeline}/checkpoints"),
         None,
     );
     assert_eq!(code, 201, "{c}");
-    read_jsonl(out)
+    let began = Instant::now();
+    let mut last = usize::MAX;
+    loop {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<Value> = whole
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        if (lines.len() >= expected && lines.len() == last)
+            || began.elapsed() > Duration::from_secs(30)
+        {
+            return lines;
+        }
+        last = lines.len();
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -282,7 +304,7 @@ fn upload_create_ingest_query_status_and_delete_over_raw_http() {
     let (code, none) = server.call("GET", "/v1/pipelines/counts/state/nobody", None);
     assert_eq!(code, 404, "{none}");
 
-    let lines = committed_output(&server, "counts", &out);
+    let lines = committed_output(&server, "counts", &out, 1001);
     assert_eq!(lines.len(), 1001);
     let last_u3 = lines
         .iter()
@@ -378,7 +400,7 @@ fn swapping_twenty_times_under_load_processes_every_event_once_and_carries_state
         "an even number of swaps ends on v1"
     );
 
-    let mut lines = committed_output(&server, "load", &out);
+    let mut lines = committed_output(&server, "load", &out, EVENTS as usize);
     assert_eq!(
         lines.len() as u64,
         EVENTS,
@@ -460,7 +482,7 @@ fn a_swap_to_a_plugin_whose_open_fails_keeps_the_old_version_running() {
     assert_eq!(status["state"], "running");
     assert_eq!(status["plugin"]["digest"], v1.as_str());
     assert_eq!(status["swaps"], 0);
-    let lines = committed_output(&server, "refuse", &out);
+    let lines = committed_output(&server, "refuse", &out, 200);
     assert_eq!(lines.len(), 200);
     assert!(lines.iter().all(|l| l["version"] == "counter"));
 }
@@ -664,14 +686,10 @@ fn a_killed_server_resumes_its_pipelines_from_checkpoints_with_no_loss_and_no_du
     server.wait_for("counts", Duration::from_secs(60), |s| {
         s["state"] == "running"
     });
-    let began = Instant::now();
-    let lines = loop {
-        let lines = committed_output(&server, "counts", &counts);
-        if lines.len() >= 30_000 || began.elapsed() > Duration::from_secs(60) {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    server.wait_for("counts", Duration::from_secs(60), |s| {
+        s["outputs"]["main"].as_u64().unwrap_or(0) >= 10_000
+    });
+    let lines = committed_output(&server, "counts", &counts, 30_000);
     let seqs: HashSet<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(lines.len(), 30_000, "no duplicate");
     assert_eq!(seqs.len(), 30_000, "no loss");
@@ -718,7 +736,7 @@ fn stop_with_a_savepoint_and_start_again_resumes_where_it_stopped() {
     server.wait_for("sp", Duration::from_secs(30), |s| {
         s["outputs"]["main"] == 500
     });
-    let lines = committed_output(&server, "sp", &out);
+    let lines = committed_output(&server, "sp", &out, 1000);
     assert_eq!(lines.len(), 1000);
     // Counts continue from the stop: u0 saw 200 events, the last has count 200.
     let u0 = lines
@@ -741,7 +759,7 @@ fn stop_with_a_savepoint_and_start_again_resumes_where_it_stopped() {
     assert_eq!(server.status("sp")["state"], "running");
     send(&server, "sp", &events(1000, 5, 5));
     server.wait_for("sp", Duration::from_secs(30), |s| s["outputs"]["main"] == 5);
-    let lines = committed_output(&server, "sp", &out);
+    let lines = committed_output(&server, "sp", &out, 1005);
     assert_eq!(lines.len(), 1005);
     assert_eq!(lines.last().unwrap()["count"], 201);
 }
@@ -835,7 +853,7 @@ path = {out:?}
         s["outputs"]["main"] == 2000
     });
     cli(&server, cwd, &["pipeline", "checkpoint", "counts"]);
-    let lines = read_jsonl(&cwd.join("counts.jsonl"));
+    let lines = committed_output(&server, "counts", &cwd.join("counts.jsonl"), 2000);
     assert_eq!(lines.len(), 2000);
     assert!(lines[1000..].iter().all(|l| l["version"] == "counter-v2"));
     assert_eq!(
@@ -862,4 +880,164 @@ path = {out:?}
         server.call("GET", &format!("/v1/plugins/{digest}"), None).0,
         404
     );
+}
+
+#[test]
+pub fn counter_v3() {
+    // A swap to a newer state version migrates every count before the new
+    // version takes traffic; a swap back to the older one is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let v0 = server.upload(COUNTER, "counter");
+    let v3 = server.upload(COUNTER_V3, "counter-v3");
+    let out = dir.path().join("counts.jsonl");
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("migrate", &v0, 2, &out),
+    );
+    assert_eq!(code, 201);
+    send(&server, "migrate", &events(0, 1000, 10));
+    server.wait_for("migrate", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 1000
+    });
+    let (code, swapped) = server.json(
+        "PUT",
+        "/v1/pipelines/migrate/plugin",
+        &json!({"digest": v3}),
+    );
+    assert_eq!(code, 200, "{swapped}");
+    send(&server, "migrate", &events(1000, 1000, 10));
+    server.wait_for("migrate", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 2000
+    });
+    let lines = committed_output(&server, "migrate", &out, 2000);
+    assert_eq!(lines.len(), 2000);
+    for line in &lines[..1000] {
+        assert_eq!(line["version"], "counter");
+    }
+    for line in &lines[1000..] {
+        assert_eq!(line["version"], "counter-v3", "{line}");
+        assert_eq!(
+            line["migrated"], true,
+            "every key's count was migrated: {line}"
+        );
+    }
+    assert_eq!(
+        lines.last().unwrap()["count"],
+        200,
+        "counts carried through the migration"
+    );
+
+    let (code, back) = server.json(
+        "PUT",
+        "/v1/pipelines/migrate/plugin",
+        &json!({"digest": v0}),
+    );
+    assert_eq!(code, 422, "{back}");
+    assert!(
+        back["detail"].as_str().unwrap().contains("state version 1"),
+        "{back}"
+    );
+    assert_eq!(server.status("migrate")["plugin"]["digest"], v3.as_str());
+
+    // A restore brings the state version along: a new pipeline started from
+    // a savepoint of the old format with counter-v3 migrates at the start.
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("old", &v0, 1, &dir.path().join("old.jsonl")),
+    );
+    assert_eq!(code, 201);
+    send(&server, "old", &events(0, 50, 5));
+    server.wait_for("old", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 50
+    });
+    let savepoint = dir.path().join("old-sp");
+    let (code, stopped) = server.json("POST", "/v1/pipelines/old/stop", &json!({"to": savepoint}));
+    assert_eq!(code, 200, "{stopped}");
+    let mut spec = counter_spec("new", &v3, 2, &dir.path().join("new.jsonl"));
+    spec["restore_from"] = json!(savepoint);
+    let (code, created) = server.json("POST", "/v1/pipelines", &spec);
+    assert_eq!(code, 201, "{created}");
+    send(&server, "new", &events(50, 5, 5));
+    server.wait_for("new", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 5
+    });
+    let lines = committed_output(&server, "new", &dir.path().join("new.jsonl"), 5);
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["count"] == 11 && l["migrated"] == true),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn failed_migrations_leave_every_subtask_on_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let v0 = server.upload(COUNTER, "counter");
+    let v3 = server.upload(COUNTER_V3, "counter-v3");
+    let rogue = server.upload(ROGUE_GUEST, "rogue");
+    let out = dir.path().join("counts.jsonl");
+    let (code, _) = server.json(
+        "POST",
+        "/v1/pipelines",
+        &counter_spec("stuck", &v0, 2, &out),
+    );
+    assert_eq!(code, 201);
+    // Twenty keys over both subtasks with 5 events each, and one with 13:
+    // only the subtask that owns it can fail to migrate.
+    send(&server, "stuck", &events(0, 100, 20));
+    let mut lucky = Vec::new();
+    for seq in 100..113 {
+        writeln!(lucky, "{{\"user\":\"lucky\",\"seq\":{seq}}}").unwrap();
+    }
+    send(&server, "stuck", &lucky);
+    server.wait_for("stuck", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 113
+    });
+    let (code, refused) = server.json("PUT", "/v1/pipelines/stuck/plugin", &json!({"digest": v3}));
+    assert_eq!(code, 422, "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("unlucky") && detail.contains("every subtask keeps the old version"),
+        "{detail}"
+    );
+    let (code, rogue) = server.json(
+        "PUT",
+        "/v1/pipelines/stuck/plugin",
+        &json!({"digest": rogue}),
+    );
+    assert_eq!(code, 422, "{rogue}");
+    assert!(
+        rogue["detail"]
+            .as_str()
+            .unwrap()
+            .contains("migrate returned 0 results"),
+        "{rogue}"
+    );
+
+    send(&server, "stuck", &events(113, 40, 20));
+    server.wait_for("stuck", Duration::from_secs(30), |s| {
+        s["outputs"]["main"] == 153
+    });
+    let lines = committed_output(&server, "stuck", &out, 153);
+    assert_eq!(lines.len(), 153);
+    assert!(
+        lines.iter().all(|l| l["version"] == "counter"),
+        "no subtask switched"
+    );
+    // The counts went on from where they were: 5 events, then 2 more each.
+    for line in &lines[113..] {
+        let seq = line["seq"].as_u64().unwrap();
+        assert_eq!(
+            line["count"].as_u64().unwrap(),
+            6 + (seq - 113) / 20,
+            "{line}"
+        );
+    }
+    assert_eq!(server.status("stuck")["swaps"], 0);
 }

@@ -19,7 +19,7 @@ pub mod bindings {
         default_bindings_module: "::weir_sdk::__private::bindings",
     });
 
-    pub use self::exports::weir::plugin::handler::Guest;
+    pub use self::exports::weir::plugin::handler::{Guest, StoredValue};
     pub use self::weir::plugin::types::{BatchResult, Event, Failure, Timer};
 }
 

@@ -97,6 +97,10 @@ pub enum SnapshotKind {
 pub struct PluginIdentity {
     pub digest: String,
     pub config: serde_json::Value,
+    /// The format of the state (the plugin's `state-version`): a plugin with
+    /// a higher one migrates the state when it is restored.
+    #[serde(default)]
+    pub state_version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

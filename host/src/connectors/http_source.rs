@@ -22,7 +22,9 @@ use super::{ConnectorError, Source, SourcePosition, SourceRecord, SplitPosition,
 
 /// A new segment starts once the current one holds this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
-const SPLIT: &str = "http";
+/// Names the log, so that a position recorded in another pipeline's log
+/// (a savepoint taken elsewhere) is recognised as such.
+const ID_FILE: &str = "LOG_ID";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -40,6 +42,8 @@ pub enum IngestError {
 /// The durable queue between the ingest route and the pipeline's source.
 pub struct IngestLog {
     dir: PathBuf,
+    /// The split name positions in this log carry: `http:<id>`.
+    split: String,
     writer: Mutex<Writer>,
     /// Signalled when events are appended.
     appended: Condvar,
@@ -83,6 +87,19 @@ impl IngestLog {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
+        let id_path = dir.join(ID_FILE);
+        let id = match std::fs::read_to_string(&id_path) {
+            Ok(id) => id.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let id = format!("{nanos:x}{:x}", std::process::id());
+                std::fs::write(&id_path, &id).map_err(|e| open_err(&id_path, e))?;
+                id
+            }
+            Err(e) => return Err(open_err(&id_path, e)),
+        };
         let bases = segment_bases(dir).map_err(|e| open_err(dir, e))?;
         let base = bases.last().copied().unwrap_or(0);
         let path = segment_path(dir, base);
@@ -96,6 +113,7 @@ impl IngestLog {
         file.set_len(len).map_err(|e| open_err(&path, e))?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
+            split: format!("http:{id}"),
             writer: Mutex::new(Writer { file, base, len }),
             appended: Condvar::new(),
             end: AtomicU64::new(base + len),
@@ -348,13 +366,25 @@ impl Source for HttpSource {
 
     fn position(&self) -> SourcePosition {
         vec![SplitPosition {
-            split: SPLIT.into(),
+            split: self.log.split.clone(),
             offset: self.position,
         }]
     }
 
     fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
-        let offset = split_offset(position, SPLIT, "http")?;
+        // A snapshot of another pipeline (a savepoint started elsewhere)
+        // read another log: this one is read from its beginning.
+        if let [p] = position.as_slice()
+            && p.split.starts_with("http:")
+            && p.split != self.log.split
+        {
+            tracing::info!(
+                "the snapshot read another ingest log ({}); reading this one from its start",
+                p.split
+            );
+            return Ok(());
+        }
+        let offset = split_offset(position, &self.log.split, "http")?;
         if offset > self.log.end() {
             return Err(ConnectorError::Seek(format!(
                 "the checkpoint read the ingest log up to {offset}, but it ends at {}",
@@ -453,10 +483,20 @@ mod tests {
         let mut again = HttpSource::new(log.clone());
         again
             .seek(&vec![SplitPosition {
-                split: SPLIT.into(),
+                split: log.split.clone(),
                 offset: big.len() as u64 * 2 + 2,
             }])
             .unwrap();
         assert_eq!(values(&mut again, 10), ["2"]);
+        // A position in another log leaves this one where it starts.
+        let mut elsewhere = HttpSource::new(log.clone());
+        let start = elsewhere.position();
+        elsewhere
+            .seek(&vec![SplitPosition {
+                split: "http:another".into(),
+                offset: 1 << 40,
+            }])
+            .unwrap();
+        assert_eq!(elsewhere.position(), start);
     }
 }

@@ -8,6 +8,8 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
+pub use self::exports::weir::plugin::handler::StoredValue;
+pub use self::weir::plugin::state::StateKind as WitStateKind;
 pub use self::weir::plugin::types::{
     BatchResult, Change, Effect, Event, Failure, TimeDomain, Timer,
 };

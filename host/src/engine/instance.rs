@@ -6,7 +6,7 @@
 
 use wasmtime::Store;
 
-use super::bindings::{BatchResult, Event, Processor, Timer};
+use super::bindings::{BatchResult, Event, Processor, StoredValue, Timer};
 use super::limits::SandboxError;
 use super::wasi::Sandbox;
 use super::{EngineError, Plugin, PluginHost, StoreData};
@@ -112,6 +112,42 @@ impl<H: PluginHost> PluginInstance<H> {
             .weir_plugin_handler()
             .call_on_timer(&mut self.store, timers);
         self.after_call(result)
+    }
+
+    /// The version of the format the plugin keeps its state in.
+    pub fn state_version(&mut self) -> Result<u32, CallError> {
+        self.before_call()?;
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_state_version(&mut self.store);
+        self.after_call(result)
+    }
+
+    /// Calls `migrate` on a batch of stored values written in state version
+    /// `from`. `Ok(Err(reason))` is the plugin refusing; a result of another
+    /// length than `items` is refused here, for the plugin.
+    pub fn migrate(
+        &mut self,
+        from: u32,
+        items: &[StoredValue],
+    ) -> Result<Result<Vec<Option<Vec<u8>>>, String>, CallError> {
+        self.before_call()?;
+        let result = self
+            .bindings
+            .weir_plugin_handler()
+            .call_migrate(&mut self.store, from, items);
+        Ok(self.after_call(result)?.and_then(|out| {
+            if out.len() == items.len() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "migrate returned {} results for {} stored values",
+                    out.len(),
+                    items.len()
+                ))
+            }
+        }))
     }
 
     pub fn host(&mut self) -> &mut H {

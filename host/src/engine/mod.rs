@@ -20,7 +20,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact_cache::ArtifactCache;
-pub use bindings::{BatchResult, Change, Effect, Event, Failure, TimeDomain, Timer};
+pub use bindings::{
+    BatchResult, Change, Effect, Event, Failure, StoredValue, TimeDomain, Timer, WitStateKind,
+};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;
 

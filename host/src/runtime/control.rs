@@ -19,6 +19,7 @@ use super::coordinator::{CheckpointStats, CompletedCheckpoint};
 use super::outputs::RunMetrics;
 use super::source_task::{SourceCommand, SourceProgress, SwapRequest};
 use super::subtask::KeyStateView;
+use super::subtask::SwapStep;
 use super::subtask_host::SubtaskHost;
 use crate::checkpoint::PluginIdentity;
 use crate::engine::{Engine, EngineError, PluginInstance};
@@ -109,45 +110,100 @@ impl PipelineControl {
             Ok(Err(reason)) => return Err(SwapError::Refused(reason)),
             Err(trap) => return Err(SwapError::Refused(trap.message)),
         }
+        // A plugin older than the state cannot read it: refuse before the
+        // stream sees the swap. (A newer one migrates in the subtasks.)
+        let current = self.plugin().state_version;
+        let version = trial.state_version().map_err(|trap| {
+            SwapError::Refused(format!("state-version failed: {}", trap.message))
+        })?;
+        super::migration::needed(current, version).map_err(SwapError::Refused)?;
         drop(trial);
 
-        let (reply, outcomes) = unbounded();
+        let (steps_tx, steps) = unbounded();
+        let (decide, decision) = unbounded();
         self.commands
             .send(SourceCommand::Swap(SwapRequest {
                 plugin: plugin.clone(),
                 config: config_text,
-                reply,
+                steps: steps_tx,
+                decision,
             }))
             .map_err(|_| SwapError::NotRunning)?;
-        // No timeout: the swap takes effect where the stream reaches it, and
-        // a request cannot be taken back once queued. If the pipeline ends
+        // Phase 1: every subtask prepares (instantiate, stage the state
+        // migration, open) where the stream reaches the swap. No timeout: a
+        // request cannot be taken back once queued; if the pipeline ends
         // first, the request is dropped with it and the channel says so.
-        let mut max_pause = Duration::ZERO;
-        let mut failed = Vec::new();
+        let mut ready = 0;
+        let mut refused = Vec::new();
         let mut reason = String::new();
+        let mut state_version = 0;
         for answered in 0..self.parallelism {
-            match outcomes.recv() {
-                Ok((_, Ok(pause))) => max_pause = max_pause.max(pause),
-                Ok((subtask, Err(why))) => {
-                    failed.push(subtask);
+            match steps.recv() {
+                Ok(SwapStep::Prepared {
+                    outcome: Ok(version),
+                    ..
+                }) => {
+                    ready += 1;
+                    state_version = version;
+                }
+                Ok(SwapStep::Prepared {
+                    subtask,
+                    outcome: Err(why),
+                }) => {
+                    refused.push(subtask);
                     reason = why;
                 }
+                Ok(_) => unreachable!("no subtask switches before the decision"),
                 Err(_) if answered == 0 => return Err(SwapError::NotRunning),
                 Err(_) => {
                     return Err(SwapError::Partial {
-                        failed,
+                        failed: refused,
                         reason: "the pipeline stopped during the swap".into(),
                     });
                 }
             }
         }
-        if !failed.is_empty() {
-            failed.sort_unstable();
-            return Err(SwapError::Partial { failed, reason });
+        // Phase 2: all switch, or none.
+        let commit = refused.is_empty();
+        for _ in 0..ready {
+            let _ = decide.send(commit);
+        }
+        let mut max_pause = Duration::ZERO;
+        let mut switched = 0;
+        for _ in 0..ready {
+            match steps.recv() {
+                Ok(SwapStep::Switched { pause }) => {
+                    switched += 1;
+                    max_pause = max_pause.max(pause);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if !commit {
+            refused.sort_unstable();
+            return Err(SwapError::Refused(format!(
+                "subtask {} refused ({reason}); every subtask keeps the old version",
+                refused
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if switched < self.parallelism {
+            return Err(SwapError::Partial {
+                failed: Vec::new(),
+                reason: format!(
+                    "the pipeline stopped during the swap; {switched} of {} subtasks had switched",
+                    self.parallelism
+                ),
+            });
         }
         if let Ok(mut identity) = self.identity.lock() {
             identity.digest = plugin.digest().to_owned();
             identity.config = config.clone();
+            identity.state_version = state_version;
         }
         self.live.swaps.fetch_add(1, Ordering::Relaxed);
         self.live

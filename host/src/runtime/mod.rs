@@ -16,6 +16,7 @@ mod coordinator;
 pub mod histogram;
 pub(crate) mod json_field;
 pub mod key_groups;
+mod migration;
 mod outputs;
 mod pipeline;
 mod sink_task;

@@ -224,6 +224,7 @@ impl Pipeline {
                 router.for_producer(index),
                 metrics.clone(),
                 checkpointing.then(|| acks_tx.clone()),
+                restore.map(|r| r.manifest.plugin.state_version),
             )?);
             let (tx, rx) = bounded(SUBTASK_QUEUE);
             inputs.push(tx);
@@ -254,6 +255,7 @@ impl Pipeline {
         let identity = Arc::new(Mutex::new(PluginIdentity {
             digest: plugin.digest().to_owned(),
             config: spec.plugin.config.clone(),
+            state_version: subtasks.first().map_or(0, Subtask::state_version),
         }));
         let control = PipelineControl {
             commands: commands_tx,

@@ -19,7 +19,7 @@ use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
 use super::outputs::{OutputRouter, RunMetrics};
-use super::subtask::{KeyStateView, SubtaskInput, SwapOutcome};
+use super::subtask::{KeyStateView, SubtaskInput, SwapStep};
 use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
@@ -93,11 +93,13 @@ pub(crate) enum SourceCommand {
 /// the task looks at its commands again.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A swap on its way to the subtasks; each replies on `reply`.
+/// A swap on its way to the subtasks; each reports on `steps` and takes one
+/// decision from `decision`.
 pub(crate) struct SwapRequest {
     pub(crate) plugin: Plugin<SubtaskHost>,
     pub(crate) config: Arc<str>,
-    pub(crate) reply: Sender<SwapOutcome>,
+    pub(crate) steps: Sender<SwapStep>,
+    pub(crate) decision: Receiver<bool>,
 }
 
 /// Whether a checkpoint is the source's last, and why.
@@ -135,7 +137,8 @@ impl SourceTask {
                             let message = SubtaskInput::Swap {
                                 plugin: swap.plugin.clone(),
                                 config: swap.config.clone(),
-                                reply: swap.reply.clone(),
+                                steps: swap.steps.clone(),
+                                decision: swap.decision.clone(),
                             };
                             if subtask.send(message).is_err() {
                                 return Ok(false);

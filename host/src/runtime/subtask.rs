@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
 use super::coordinator::Ack;
+use super::migration::{self, Rewrite};
 use super::outputs::{OutputRouter, RunMetrics, SinkGone};
 use super::subtask_host::{BatchScope, SubtaskHost};
 use super::timer_service::{FiredTimer, TimeDomain};
@@ -44,11 +45,14 @@ pub(crate) enum SubtaskInput {
         stop: bool,
     },
     /// Switch to another plugin (version or config) at this event boundary,
-    /// keeping state and timers; the outcome goes to `reply`.
+    /// keeping state and timers (migrated if the plugin's state version is
+    /// newer). Two phases, so that either every subtask switches or none:
+    /// prepare and report on `steps`, then wait for the decision.
     Swap {
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
-        reply: Sender<SwapOutcome>,
+        steps: Sender<SwapStep>,
+        decision: Receiver<bool>,
     },
     /// Read the state of one key (for people: queryable state), between
     /// two batches, so the answer is the state after a whole batch.
@@ -95,9 +99,26 @@ pub struct SubtaskReport {
     pub discarded_processing_timers: u64,
 }
 
-/// One subtask's part of a swap: its index, and how long it paused or why
-/// it kept the old version.
-pub(crate) type SwapOutcome = (usize, Result<Duration, String>);
+/// One subtask's part of a swap.
+pub(crate) enum SwapStep {
+    /// The new version is instantiated, its state migration staged and its
+    /// `open` done (with the state version it brings), or why not.
+    Prepared {
+        subtask: usize,
+        outcome: Result<u32, String>,
+    },
+    /// Switched, after pausing this long.
+    Switched { pause: Duration },
+    /// Told to abort: the old version runs on.
+    Aborted,
+}
+
+/// A new version ready to take over: opened, its migration staged.
+struct Prepared {
+    instance: PluginInstance<SubtaskHost>,
+    state_version: u32,
+    rewrites: Vec<Rewrite>,
+}
 
 pub(crate) struct SubtaskConfig {
     pub(crate) memory_bytes: usize,
@@ -118,6 +139,8 @@ pub(crate) struct Subtask {
     router: OutputRouter,
     metrics: Arc<RunMetrics>,
     watermark: i64,
+    /// The format the state is in (the running plugin's `state-version`).
+    state_version: u32,
 }
 
 /// Which export a batch goes to.
@@ -128,7 +151,8 @@ enum Call {
 }
 
 impl Subtask {
-    /// Instantiates the plugin and calls `open`; fails if the plugin refuses.
+    /// Instantiates the plugin, migrates restored state written in an older
+    /// `restored_state_version`, and calls `open`; fails if the plugin refuses.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         index: usize,
@@ -140,6 +164,7 @@ impl Subtask {
         router: OutputRouter,
         metrics: Arc<RunMetrics>,
         acks: Option<Sender<Ack>>,
+        restored_state_version: Option<u32>,
     ) -> Result<Self, PipelineError> {
         let watermark = host.watermark;
         let mut subtask = Self {
@@ -153,9 +178,39 @@ impl Subtask {
             router,
             metrics,
             watermark,
+            state_version: 0,
         };
-        subtask.instantiate(host)?;
+        match restored_state_version {
+            None => {
+                subtask.instantiate(host)?;
+                subtask.state_version = subtask.instance().state_version().map_err(|trap| {
+                    PipelineError::PluginOpen {
+                        subtask: index,
+                        reason: format!("state-version failed: {}", trap.message),
+                    }
+                })?;
+            }
+            Some(from) => {
+                let (plugin, config) = (subtask.plugin.clone(), subtask.plugin_config.clone());
+                let mut prepared =
+                    subtask
+                        .prepare(&plugin, &config, host, from)
+                        .map_err(|failed| PipelineError::PluginOpen {
+                            subtask: index,
+                            reason: failed.0,
+                        })?;
+                let rewrites = std::mem::take(&mut prepared.rewrites);
+                migration::apply(prepared.instance.host().backend.as_mut(), rewrites)?;
+                subtask.instance = Some(prepared.instance);
+                subtask.state_version = prepared.state_version;
+            }
+        }
         Ok(subtask)
+    }
+
+    /// The format the state is in.
+    pub(crate) fn state_version(&self) -> u32 {
+        self.state_version
     }
 
     fn instantiate(&mut self, host: SubtaskHost) -> Result<(), PipelineError> {
@@ -227,11 +282,9 @@ impl Subtask {
                 Some(SubtaskInput::Swap {
                     plugin,
                     config,
-                    reply,
-                }) => {
-                    let outcome = self.swap(plugin, config)?;
-                    let _ = reply.send((self.index, outcome));
-                }
+                    steps,
+                    decision,
+                }) => self.swap(plugin, config, &steps, &decision)?,
                 Some(SubtaskInput::Query {
                     key,
                     key_group,
@@ -258,39 +311,67 @@ impl Subtask {
         }
     }
 
-    /// Moves state and timers (the host) into an instance of `plugin` and
-    /// opens it. If that fails, the old version is put back around the same
-    /// host and the reason returned: a failed swap changes nothing.
+    /// Moves state and timers (the host) into an instance of `plugin`,
+    /// staging a migration if its state version is newer, and opens it; then
+    /// reports and waits for the decision of the control: switch (applying
+    /// the migration) or put the old version back. If preparing fails, the
+    /// old version is put back around the same host at once: a failed swap
+    /// changes nothing.
     fn swap(
         &mut self,
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
-    ) -> Result<Result<Duration, String>, PipelineError> {
+        steps: &Sender<SwapStep>,
+        decision: &Receiver<bool>,
+    ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
+        let subtask = self.index;
         let host = self.instance.take().expect("instance present").into_host();
-        match self.open_new(&plugin, &config, host) {
-            Ok(instance) => {
-                self.instance = Some(instance);
-                self.plugin = plugin;
-                self.plugin_config = config;
-                Ok(Ok(started.elapsed()))
-            }
+        let mut prepared = match self.prepare(&plugin, &config, host, self.state_version) {
+            Ok(prepared) => prepared,
             Err(failed) => {
                 let (reason, host) = *failed;
                 // The old version opened with its config before; it does again.
                 self.instantiate(host)?;
-                Ok(Err(reason))
+                let _ = steps.send(SwapStep::Prepared {
+                    subtask,
+                    outcome: Err(reason),
+                });
+                return Ok(());
             }
+        };
+        let _ = steps.send(SwapStep::Prepared {
+            subtask,
+            outcome: Ok(prepared.state_version),
+        });
+        // A control that went away decided nothing: keep the old version.
+        if decision.recv().unwrap_or(false) {
+            let rewrites = std::mem::take(&mut prepared.rewrites);
+            migration::apply(prepared.instance.host().backend.as_mut(), rewrites)?;
+            self.instance = Some(prepared.instance);
+            self.plugin = plugin;
+            self.plugin_config = config;
+            self.state_version = prepared.state_version;
+            let _ = steps.send(SwapStep::Switched {
+                pause: started.elapsed(),
+            });
+        } else {
+            self.instantiate(prepared.instance.into_host())?;
+            let _ = steps.send(SwapStep::Aborted);
         }
+        Ok(())
     }
 
-    /// An opened instance of `plugin` around `host`, or why not (and the host).
-    fn open_new(
+    /// An instance of `plugin` around `host`, with the migration of state
+    /// written in `state_version` staged (not applied) if the plugin's is
+    /// newer, and opened; or why not (and the host back).
+    fn prepare(
         &self,
         plugin: &Plugin<SubtaskHost>,
         config: &str,
         host: SubtaskHost,
-    ) -> Result<PluginInstance<SubtaskHost>, Box<(String, SubtaskHost)>> {
+        state_version: u32,
+    ) -> Result<Prepared, Box<(String, SubtaskHost)>> {
         let mut instance = PluginInstance::new(
             plugin,
             host,
@@ -298,15 +379,38 @@ impl Subtask {
             self.config.call_timeout_ms,
         )
         .map_err(|(e, host)| Box::new((e.to_string(), host)))?;
+        let fail = |instance: PluginInstance<SubtaskHost>, why: String| {
+            Box::new((why, instance.into_host()))
+        };
+        let version = match instance.state_version() {
+            Ok(version) => version,
+            Err(trap) => {
+                return Err(fail(
+                    instance,
+                    format!("state-version failed: {}", trap.message),
+                ));
+            }
+        };
+        let rewrites = match migration::needed(state_version, version) {
+            Ok(false) => Vec::new(),
+            Ok(true) => match migration::prepare(&mut instance, state_version) {
+                Ok(rewrites) => rewrites,
+                Err(why) => return Err(fail(instance, why)),
+            },
+            Err(why) => return Err(fail(instance, why)),
+        };
         let refused = match instance.open(config) {
-            Ok(Ok(())) => return Ok(instance),
+            Ok(Ok(())) => {
+                return Ok(Prepared {
+                    instance,
+                    state_version: version,
+                    rewrites,
+                });
+            }
             Ok(Err(reason)) => reason,
             Err(trap) => trap.message,
         };
-        Err(Box::new((
-            format!("open failed: {refused}"),
-            instance.into_host(),
-        )))
+        Err(fail(instance, format!("open failed: {refused}")))
     }
 
     fn query(&mut self, key: &[u8], key_group: u16) -> Result<KeyStateView, String> {

@@ -8,7 +8,9 @@
 //! - `wrong-kind`: a value state cleared as if it were a map
 //! - `sneak-late`: an emit to the host-only `late` output
 //!
-//! The host must dead-letter or count each of these and go on.
+//! The host must dead-letter or count each of these and go on. It also
+//! declares state version 7 and answers `migrate` with no results at all, so
+//! a swap to it must be refused with the reason.
 //!
 //! Wasm only: its exports carry component names (`weir:plugin/handler@…`)
 //! that a native shared library cannot, and it has nothing to test natively.
@@ -22,7 +24,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::weir::plugin::handler::Guest;
+use bindings::exports::weir::plugin::handler::{Guest, StoredValue};
 use bindings::weir::plugin::state::{self, StateKind};
 use bindings::weir::plugin::types::{
     BatchResult, Change, Effect, Event, Failure, OutputRecord, Timer, ValueWrite,
@@ -91,6 +93,14 @@ impl Guest for Rogue {
             changes: Vec::new(),
             failures: Vec::new(),
         }
+    }
+
+    fn state_version() -> u32 {
+        7
+    }
+
+    fn migrate(_from: u32, _items: Vec<StoredValue>) -> Result<Vec<Option<Vec<u8>>>, String> {
+        Ok(Vec::new())
     }
 }
 
