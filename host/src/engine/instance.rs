@@ -39,6 +39,10 @@ pub struct CallError {
     pub message: String,
 }
 
+/// What `migrate` made of a batch of stored values: each one's new bytes,
+/// or `None` to drop it.
+pub type Migrated = Vec<Option<Vec<u8>>>;
+
 pub struct PluginInstance<H: 'static> {
     store: Store<StoreData<H>>,
     bindings: Processor,
@@ -131,7 +135,7 @@ impl<H: PluginHost> PluginInstance<H> {
         &mut self,
         from: u32,
         items: &[StoredValue],
-    ) -> Result<Result<Vec<Option<Vec<u8>>>, String>, CallError> {
+    ) -> Result<Result<Migrated, String>, CallError> {
         self.before_call()?;
         let result = self
             .bindings
