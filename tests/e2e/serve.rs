@@ -338,6 +338,12 @@ fn upload_create_ingest_query_status_and_delete_over_raw_http() {
     assert_eq!(code, 204);
     let (_, plugins) = server.call("GET", "/v1/plugins", None);
     assert_eq!(plugins["plugins"], json!([]));
+    let compiled = std::fs::read_dir(server.data_dir.join("compiled/components")).unwrap();
+    assert_eq!(
+        compiled.count(),
+        0,
+        "the compiled form went with the plugin"
+    );
 }
 
 #[test]

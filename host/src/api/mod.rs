@@ -8,10 +8,13 @@
 //! threads or state directly.
 
 mod error;
+mod ingest_body;
 mod metrics;
 mod pipelines;
 mod registry;
 mod routes;
+mod state_view;
+mod supervise;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
+use super::ingest_body::{INGEST_PATIENCE, json_lines};
 use super::registry::{PluginInfo, Registry, RegistryError};
+use super::state_view;
+use super::supervise::{RateMeter, trim_ingest_log};
 use crate::checkpoint::{self, CheckpointStore, SnapshotKind};
 use crate::connectors::IngestLog;
 use crate::engine::Engine;
@@ -731,20 +734,7 @@ impl Pipelines {
                 "key {key:?} holds no state in pipeline {name:?}"
             )));
         }
-        use crate::runtime::NamedState;
-        let states: Vec<Value> = view
-            .states
-            .iter()
-            .map(|s| match s {
-                NamedState::Value { name, value } => {
-                    json!({"name": name, "kind": "value", "value": show_bytes(value)})
-                }
-                NamedState::Map { name, entries } => json!({"name": name, "kind": "map",
-                    "entries": entries.iter().map(|(k, v)| json!([show_bytes(k), show_bytes(v)])).collect::<Vec<_>>()}),
-                NamedState::List { name, items } => json!({"name": name, "kind": "list",
-                    "items": items.iter().map(|i| show_bytes(i)).collect::<Vec<_>>()}),
-            })
-            .collect();
+        let states = state_view::states_json(&view);
         Ok(
             json!({"key": key, "subtask": view.subtask, "key_group": view.key_group, "states": states}),
         )
@@ -816,119 +806,6 @@ impl Pipelines {
     }
 }
 
-/// How long an ingest request waits for room before it is answered 429.
-const INGEST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Validates a body of one JSON event or JSON lines, and returns it as
-/// compact lines (one event each, `\n`-terminated) with the count.
-fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
-    let mut out = Vec::with_capacity(body.len() + 1);
-    let mut count = 0;
-    let single = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-    if single && body.contains(&b'\n') {
-        // One event spread over lines (pretty-printed): compact it.
-        let value: Value = serde_json::from_slice(body).expect("just parsed");
-        out.extend_from_slice(value.to_string().as_bytes());
-        out.push(b'\n');
-        return Ok((out, 1));
-    }
-    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-            return Err(ApiError::BadRequest(format!(
-                "line {}: not a JSON event ({e}); nothing of this request was accepted",
-                n + 1
-            )));
-        }
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        count += 1;
-    }
-    if count == 0 {
-        return Err(ApiError::BadRequest(
-            "no events: send one JSON event or JSON lines".into(),
-        ));
-    }
-    Ok((out, count))
-}
-
-/// Bytes as people can read them: JSON if they are, else text, else base64.
-fn show_bytes(bytes: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
-        return value;
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(text) if !text.chars().any(|c| c.is_control() && !c.is_whitespace()) => {
-            Value::String(text.to_owned())
-        }
-        // Binary (the Rust SDK's compact encoding, say).
-        _ => json!({ "base64": base64(bytes) }),
-    }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (chunk.get(1).copied().unwrap_or(0) as u32) << 8
-            | chunk.get(2).copied().unwrap_or(0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Deletes ingest-log segments every retained checkpoint has read past,
-/// once per newly completed checkpoint.
-fn trim_ingest_log(log: &IngestLog, store: &CheckpointStore, trimmed_after: &mut Option<u64>) {
-    let ids = store.ids();
-    let (Some(&oldest), Some(&newest)) = (ids.first(), ids.last()) else {
-        return;
-    };
-    if *trimmed_after == Some(newest) {
-        return;
-    }
-    *trimmed_after = Some(newest);
-    if let Ok(c) = checkpoint::load_checkpoint(&store.dir_of(oldest))
-        && let Some(p) = c.manifest.source.position.first()
-        && let Err(e) = log.truncate_before(p.offset)
-    {
-        tracing::warn!(dir = %log.dir().display(), "cannot trim the ingest log: {e}");
-    }
-}
-
-#[derive(Default)]
-struct RateMeter {
-    last: Option<(Instant, u64)>,
-}
-
-impl RateMeter {
-    /// The rate since the last sample, once a second has passed.
-    fn sample(&mut self, count: u64) -> Option<f64> {
-        let now = Instant::now();
-        match self.last {
-            None => {
-                self.last = Some((now, count));
-                None
-            }
-            Some((at, before)) if now.duration_since(at).as_secs_f64() >= 1.0 => {
-                self.last = Some((now, count));
-                Some(count.saturating_sub(before) as f64 / now.duration_since(at).as_secs_f64())
-            }
-            Some(_) => None,
-        }
-    }
-}
-
 fn parse_spec(spec: &Value) -> ApiResult<PipelineSpec> {
     let bytes = serde_json::to_vec(spec).expect("a Value serializes");
     PipelineSpec::from_json(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
@@ -992,32 +869,5 @@ fn control_error(e: ControlError) -> ApiError {
     match e {
         ControlError::NotRunning | ControlError::NoCheckpoints => ApiError::Conflict(e.to_string()),
         ControlError::Failed(m) => ApiError::Conflict(m),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_lines_are_compacted_counted_and_refused_whole_on_a_bad_line() {
-        let (lines, n) = json_lines(b"{\"a\":1}\n\n  {\"a\":2}  \n").unwrap();
-        assert_eq!((lines.as_slice(), n), (&b"{\"a\":1}\n{\"a\":2}\n"[..], 2));
-        let (lines, n) = json_lines(b"{\n  \"a\": 1\n}").unwrap();
-        assert_eq!((lines.as_slice(), n), (&b"{\"a\":1}\n"[..], 1));
-        let err = json_lines(b"{\"a\":1}\nnot json\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("line 2: not a JSON event"), "{err}");
-        assert!(json_lines(b"\n\n").is_err());
-    }
-
-    #[test]
-    fn state_bytes_show_as_json_text_or_base64() {
-        assert_eq!(show_bytes(b"{\"n\":3}"), json!({"n": 3}));
-        assert_eq!(show_bytes(b"abc"), json!("abc"));
-        assert_eq!(show_bytes(&[0xff, 0x00, 0x10]), json!({"base64": "/wAQ"}));
-        assert_eq!(show_bytes(&[2]), json!({"base64": "Ag=="}));
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
     }
 }

@@ -158,7 +158,8 @@ impl Registry {
         std::fs::read(&path).map_err(|source| RegistryError::Io { path, source })
     }
 
-    pub fn delete(&self, digest: &str) -> Result<(), RegistryError> {
+    /// Deletes the component, its metadata and its compiled form.
+    pub fn delete(&self, engine: &Engine, digest: &str) -> Result<(), RegistryError> {
         let mut index = self.index.lock().expect("registry lock");
         if index.remove(digest).is_none() {
             return Err(RegistryError::NotFound(digest.to_owned()));
@@ -167,6 +168,7 @@ impl Registry {
             let path = self.dir.join(format!("{digest}.{ext}"));
             std::fs::remove_file(&path).map_err(|source| RegistryError::Io { path, source })?;
         }
+        engine.forget(digest);
         Ok(())
     }
 }

@@ -230,7 +230,9 @@ async fn delete_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiR
             users.join(", ")
         )));
     }
-    p.registry.delete(&digest).map_err(registry_error)?;
+    p.registry
+        .delete(p.engine(), &digest)
+        .map_err(registry_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

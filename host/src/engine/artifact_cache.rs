@@ -56,6 +56,19 @@ impl ArtifactCache {
         Ok(component)
     }
 
+    /// Removes the compiled forms of `digest` (for any engine configuration).
+    pub(crate) fn forget(&self, digest: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let prefix = format!("{digest}-");
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     fn store(&self, path: &std::path::Path, component: &Component) -> Result<(), String> {
         let bytes = component.serialize().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;

@@ -130,6 +130,15 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Drops the cached compiled form of a component (its plugin was deleted).
+    pub fn forget(&self, digest: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(digest);
+        }
+    }
+}
+
 /// `\0asm` followed by the component layer's version/layer bytes.
 fn is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [0x01, 0x00]
