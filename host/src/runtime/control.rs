@@ -37,6 +37,61 @@ pub enum SwapError {
     Partial { failed: Vec<usize>, reason: String },
 }
 
+/// The subtasks' answers to one swap, as they come.
+#[derive(Default)]
+struct SwapTally {
+    ready: usize,
+    refused: Vec<usize>,
+    reason: String,
+    state_version: u32,
+    switched: usize,
+    /// Subtasks done with the swap after preparing it (switched or aborted).
+    ended: usize,
+    max_pause: Duration,
+}
+
+impl SwapTally {
+    fn record(&mut self, step: SwapStep) {
+        match step {
+            SwapStep::Prepared {
+                outcome: Ok(version),
+                ..
+            } => {
+                self.ready += 1;
+                self.state_version = version;
+            }
+            SwapStep::Prepared {
+                subtask,
+                outcome: Err(why),
+            } => {
+                self.refused.push(subtask);
+                self.reason = why;
+            }
+            SwapStep::Switched { pause } => {
+                self.switched += 1;
+                self.ended += 1;
+                self.max_pause = self.max_pause.max(pause);
+            }
+            SwapStep::Aborted => self.ended += 1,
+        }
+    }
+
+    fn prepared(&self) -> usize {
+        self.ready + self.refused.len()
+    }
+
+    /// The pipeline ended in the middle of the swap.
+    fn stopped(self, parallelism: usize) -> SwapError {
+        SwapError::Partial {
+            failed: self.refused,
+            reason: format!(
+                "the pipeline stopped during the swap; {} of {parallelism} subtasks had switched",
+                self.switched
+            ),
+        }
+    }
+}
+
 /// What a completed swap reports.
 #[derive(Debug, Clone)]
 pub struct SwapReport {
@@ -116,7 +171,10 @@ impl PipelineControl {
         let version = trial.state_version().map_err(|trap| {
             SwapError::Refused(format!("state-version failed: {}", trap.message))
         })?;
-        super::migration::needed(current, version).map_err(SwapError::Refused)?;
+        // Only a migration can succeed in one subtask and fail in another
+        // (it depends on each one's state): only then do the subtasks wait
+        // for each other before switching.
+        let two_phase = super::migration::needed(current, version).map_err(SwapError::Refused)?;
         drop(trial);
 
         let (steps_tx, steps) = unbounded();
@@ -126,80 +184,55 @@ impl PipelineControl {
                 plugin: plugin.clone(),
                 config: config_text,
                 steps: steps_tx,
-                decision,
+                decision: two_phase.then_some(decision),
             }))
             .map_err(|_| SwapError::NotRunning)?;
         // Phase 1: every subtask prepares (instantiate, stage the state
         // migration, open) where the stream reaches the swap. No timeout: a
         // request cannot be taken back once queued; if the pipeline ends
         // first, the request is dropped with it and the channel says so.
-        let mut ready = 0;
-        let mut refused = Vec::new();
-        let mut reason = String::new();
-        let mut state_version = 0;
-        for answered in 0..self.parallelism {
+        let mut tally = SwapTally::default();
+        while tally.prepared() < self.parallelism {
             match steps.recv() {
-                Ok(SwapStep::Prepared {
-                    outcome: Ok(version),
-                    ..
-                }) => {
-                    ready += 1;
-                    state_version = version;
-                }
-                Ok(SwapStep::Prepared {
-                    subtask,
-                    outcome: Err(why),
-                }) => {
-                    refused.push(subtask);
-                    reason = why;
-                }
-                Ok(_) => unreachable!("no subtask switches before the decision"),
-                Err(_) if answered == 0 => return Err(SwapError::NotRunning),
-                Err(_) => {
-                    return Err(SwapError::Partial {
-                        failed: refused,
-                        reason: "the pipeline stopped during the swap".into(),
-                    });
-                }
+                Ok(step) => tally.record(step),
+                Err(_) if tally.prepared() == 0 => return Err(SwapError::NotRunning),
+                Err(_) => return Err(tally.stopped(self.parallelism)),
             }
         }
-        // Phase 2: all switch, or none.
-        let commit = refused.is_empty();
-        for _ in 0..ready {
-            let _ = decide.send(commit);
-        }
-        let mut max_pause = Duration::ZERO;
-        let mut switched = 0;
-        for _ in 0..ready {
-            match steps.recv() {
-                Ok(SwapStep::Switched { pause }) => {
-                    switched += 1;
-                    max_pause = max_pause.max(pause);
-                }
-                Ok(_) => {}
-                Err(_) => break,
+        // Phase 2: all switch, or none. (In a one-phase swap the prepared
+        // subtasks switch without waiting for a decision.)
+        let commit = tally.refused.is_empty();
+        if two_phase {
+            for _ in 0..tally.ready {
+                let _ = decide.send(commit);
             }
+        }
+        while tally.ended < tally.ready {
+            match steps.recv() {
+                Ok(step) => tally.record(step),
+                Err(_) => return Err(tally.stopped(self.parallelism)),
+            }
+        }
+        tally.refused.sort_unstable();
+        if !commit && tally.switched > 0 {
+            return Err(SwapError::Partial {
+                failed: tally.refused,
+                reason: tally.reason,
+            });
         }
         if !commit {
-            refused.sort_unstable();
             return Err(SwapError::Refused(format!(
-                "subtask {} refused ({reason}); every subtask keeps the old version",
-                refused
+                "subtask {} refused ({}); every subtask keeps the old version",
+                tally
+                    .refused
                     .iter()
                     .map(usize::to_string)
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                tally.reason
             )));
         }
-        if switched < self.parallelism {
-            return Err(SwapError::Partial {
-                failed: Vec::new(),
-                reason: format!(
-                    "the pipeline stopped during the swap; {switched} of {} subtasks had switched",
-                    self.parallelism
-                ),
-            });
-        }
+        let (state_version, max_pause) = (tally.state_version, tally.max_pause);
         if let Ok(mut identity) = self.identity.lock() {
             identity.digest = plugin.digest().to_owned();
             identity.config = config.clone();

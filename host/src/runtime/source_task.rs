@@ -93,13 +93,13 @@ pub(crate) enum SourceCommand {
 /// the task looks at its commands again.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A swap on its way to the subtasks; each reports on `steps` and takes one
-/// decision from `decision`.
+/// A swap on its way to the subtasks; each reports on `steps` and, in a
+/// two-phase swap, takes one decision from `decision`.
 pub(crate) struct SwapRequest {
     pub(crate) plugin: Plugin<SubtaskHost>,
     pub(crate) config: Arc<str>,
     pub(crate) steps: Sender<SwapStep>,
-    pub(crate) decision: Receiver<bool>,
+    pub(crate) decision: Option<Receiver<bool>>,
 }
 
 /// Whether a checkpoint is the source's last, and why.

@@ -46,13 +46,15 @@ pub(crate) enum SubtaskInput {
     },
     /// Switch to another plugin (version or config) at this event boundary,
     /// keeping state and timers (migrated if the plugin's state version is
-    /// newer). Two phases, so that either every subtask switches or none:
-    /// prepare and report on `steps`, then wait for the decision.
+    /// newer). With a `decision` channel, two phases, so that either every
+    /// subtask switches or none: prepare and report on `steps`, then wait for
+    /// the decision. Without one (no migration, so nothing that can fail in
+    /// one subtask and not another), switch as soon as prepared.
     Swap {
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
         steps: Sender<SwapStep>,
-        decision: Receiver<bool>,
+        decision: Option<Receiver<bool>>,
     },
     /// Read the state of one key (for people: queryable state), between
     /// two batches, so the answer is the state after a whole batch.
@@ -284,7 +286,7 @@ impl Subtask {
                     config,
                     steps,
                     decision,
-                }) => self.swap(plugin, config, &steps, &decision)?,
+                }) => self.swap(plugin, config, &steps, decision.as_ref())?,
                 Some(SubtaskInput::Query {
                     key,
                     key_group,
@@ -313,8 +315,8 @@ impl Subtask {
 
     /// Moves state and timers (the host) into an instance of `plugin`,
     /// staging a migration if its state version is newer, and opens it; then
-    /// reports and waits for the decision of the control: switch (applying
-    /// the migration) or put the old version back. If preparing fails, the
+    /// reports and (in a two-phase swap) waits for the decision of the
+    /// control: switch (applying the migration) or put the old version back. If preparing fails, the
     /// old version is put back around the same host at once: a failed swap
     /// changes nothing.
     fn swap(
@@ -322,7 +324,7 @@ impl Subtask {
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
         steps: &Sender<SwapStep>,
-        decision: &Receiver<bool>,
+        decision: Option<&Receiver<bool>>,
     ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
         let subtask = self.index;
@@ -345,7 +347,7 @@ impl Subtask {
             outcome: Ok(prepared.state_version),
         });
         // A control that went away decided nothing: keep the old version.
-        if decision.recv().unwrap_or(false) {
+        if decision.is_none_or(|d| d.recv().unwrap_or(false)) {
             let rewrites = std::mem::take(&mut prepared.rewrites);
             migration::apply(prepared.instance.host().backend.as_mut(), rewrites)?;
             self.instance = Some(prepared.instance);
