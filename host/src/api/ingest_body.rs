@@ -13,10 +13,11 @@ pub(crate) const INGEST_PATIENCE: std::time::Duration = std::time::Duration::fro
 pub(crate) fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(body.len() + 1);
     let mut count = 0;
-    let single = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-    if single && body.contains(&b'\n') {
-        // One event spread over lines (pretty-printed): compact it.
-        let value: Value = serde_json::from_slice(body).expect("just parsed");
+    // One event spread over lines (pretty-printed): compact it. (A body
+    // that does not parse as one document is read as JSON lines below.)
+    if body.contains(&b'\n')
+        && let Ok(value) = serde_json::from_slice::<Value>(body)
+    {
         out.extend_from_slice(value.to_string().as_bytes());
         out.push(b'\n');
         return Ok((out, 1));
@@ -59,5 +60,8 @@ mod tests {
             .to_string();
         assert!(err.starts_with("line 2: not a JSON event"), "{err}");
         assert!(json_lines(b"\n\n").is_err());
+        // A document `Value` cannot hold (a number out of range), spread over
+        // lines: neither one event nor JSON lines, so a 400, never a panic.
+        assert!(json_lines(b"{\"a\":1e400,\n\"b\":1}").is_err());
     }
 }

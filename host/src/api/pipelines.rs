@@ -81,6 +81,33 @@ pub struct Pipelines {
     data_dir: PathBuf,
     pub registry: Registry,
     entries: Mutex<BTreeMap<String, Arc<Managed>>>,
+    /// Digests a swap in progress is moving to: in use, not deletable.
+    swapping: Mutex<Vec<String>>,
+}
+
+/// Marks a digest as the target of a swap while alive.
+struct InUse<'a> {
+    set: &'a Mutex<Vec<String>>,
+    digest: String,
+}
+
+impl<'a> InUse<'a> {
+    fn mark(set: &'a Mutex<Vec<String>>, digest: &str) -> Self {
+        set.lock().expect("lock").push(digest.to_owned());
+        Self {
+            set,
+            digest: digest.to_owned(),
+        }
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().expect("lock");
+        if let Some(i) = set.iter().position(|d| *d == self.digest) {
+            set.swap_remove(i);
+        }
+    }
 }
 
 impl Pipelines {
@@ -92,6 +119,7 @@ impl Pipelines {
             data_dir: data_dir.to_owned(),
             registry,
             entries: Mutex::new(BTreeMap::new()),
+            swapping: Mutex::new(Vec::new()),
         });
         let root = data_dir.join("pipelines");
         std::fs::create_dir_all(&root)?;
@@ -196,40 +224,46 @@ impl Pipelines {
                 "plugin.digest: no plugin {digest} in the registry; upload it first (POST /v1/plugins)"
             )));
         }
-        let _serialize = self.entries.lock().expect("lock");
-        if _serialize.contains_key(&spec.name) {
-            return Err(ApiError::Conflict(format!(
-                "a pipeline named {:?} exists; delete it first or choose another name",
-                spec.name
-            )));
-        }
-        drop(_serialize);
         let record = Record {
             spec: effective,
             desired: Desired::Running,
         };
-        let managed = self.manage(&spec, record.clone())?;
-        // A leftover of a deleted pipeline of the same name must not be resumed.
-        for dir in owned_dirs(&spec) {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        persist(&managed.dir, &record)?;
-        {
+        // Reserve the name before anything touches the file system, and
+        // hold the new pipeline's lifecycle lock until it runs (a start or
+        // delete of the same name waits).
+        let managed = {
             let mut entries = self.entries.lock().expect("lock");
             if entries.contains_key(&spec.name) {
                 return Err(ApiError::Conflict(format!(
-                    "a pipeline named {:?} was just created",
+                    "a pipeline named {:?} exists; delete it first or choose another name",
                     spec.name
                 )));
             }
+            let managed = self.manage(&spec, record.clone())?;
             entries.insert(spec.name.clone(), managed.clone());
-        }
-        if let Err(e) = self.start_run(&managed, None) {
-            // A pipeline that cannot start is not created.
+            managed
+        };
+        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let undo = |e: ApiError| {
             self.entries.lock().expect("lock").remove(&spec.name);
             let _ = std::fs::remove_dir_all(&managed.dir);
-            return Err(e);
+            e
+        };
+        // Checkpoints left by something else of this name are neither
+        // resumed nor deleted.
+        if let Some(c) = &spec.checkpoint {
+            let store = CheckpointStore::new(&c.dir, &spec.name);
+            if !store.ids().is_empty() {
+                return Err(undo(ApiError::Conflict(format!(
+                    "{} holds checkpoints this server did not make for {:?}; remove them or choose another name",
+                    store.root().display(),
+                    spec.name
+                ))));
+            }
         }
+        persist(&managed.dir, &record).map_err(undo)?;
+        // A pipeline that cannot start is not created.
+        self.start_run(&managed, None).map_err(undo)?;
         Ok(self.status_of(&managed))
     }
 
@@ -322,6 +356,9 @@ impl Pipelines {
             .checkpoint
             .as_ref()
             .map(|c| CheckpointStore::new(&c.dir, &spec.name));
+        // Hold the run lock while the thread starts: a run that ends at once
+        // records its end after this records its start.
+        let mut run = managed.run.lock().expect("lock");
         let thread = std::thread::Builder::new()
             .name(format!("weir-{}-run", spec.name))
             .spawn(move || {
@@ -350,7 +387,6 @@ impl Pipelines {
                 };
             })
             .map_err(|e| ApiError::Internal(format!("cannot start a thread: {e}")))?;
-        let mut run = managed.run.lock().expect("lock");
         run.state = RunState::Running;
         run.control = Some(control);
         run.live = Some(live);
@@ -477,6 +513,28 @@ impl Pipelines {
         status
     }
 
+    /// Takes the pipeline's lifecycle lock, then checks that it is still the
+    /// registered pipeline of its name (a delete may have won the race).
+    fn lock_lifecycle<'a>(
+        &self,
+        managed: &'a Arc<Managed>,
+    ) -> ApiResult<std::sync::MutexGuard<'a, ()>> {
+        let guard = managed.lifecycle.lock().expect("lock");
+        let current = self
+            .entries
+            .lock()
+            .expect("lock")
+            .get(&managed.name)
+            .cloned();
+        match current {
+            Some(current) if Arc::ptr_eq(&current, managed) => Ok(guard),
+            _ => Err(ApiError::NotFound(format!(
+                "no pipeline named {:?} (it was just deleted)",
+                managed.name
+            ))),
+        }
+    }
+
     fn control(&self, managed: &Managed) -> ApiResult<PipelineControl> {
         managed
             .run
@@ -500,8 +558,11 @@ impl Pipelines {
         }
         let request: SwapBody = parse_body(body)?;
         let managed = self.get(name)?;
-        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let _one_at_a_time = self.lock_lifecycle(&managed)?;
         let control = self.control(&managed)?;
+        // The target counts as in use from here: it cannot be deleted while
+        // the swap runs.
+        let _in_use = InUse::mark(&self.swapping, &request.digest);
         let component = self
             .registry
             .bytes(&request.digest)
@@ -517,12 +578,20 @@ impl Pipelines {
                 SwapError::NotRunning => ApiError::Conflict(e.to_string()),
                 SwapError::Partial { .. } => ApiError::Internal(e.to_string()),
             })?;
-        // A restart runs what runs now.
-        let mut record = managed.record.lock().expect("lock");
-        record.spec["plugin"] = json!({ "digest": report.digest, "config": config });
-        persist(&managed.dir, &record)?;
+        // A restart runs what runs now; a checkpoint right after the swap
+        // makes it durable before the answer (a restore resumes with the
+        // plugin its checkpoint names).
+        {
+            let mut record = managed.record.lock().expect("lock");
+            record.spec["plugin"] = json!({ "digest": report.digest, "config": config });
+            persist(&managed.dir, &record)?;
+        }
+        let checkpoint = control.checkpoint().map(|c| c.id).map_err(|e| {
+            tracing::warn!(pipeline = name, "no checkpoint after the swap: {e}");
+        });
         let info = self.registry.get(&report.digest);
         Ok(json!({
+            "checkpoint": checkpoint.ok(),
             "digest": report.digest,
             "name": info.as_ref().map(|i| i.name.clone()),
             "version": info.as_ref().map(|i| i.version.clone()),
@@ -638,7 +707,7 @@ impl Pipelines {
         }
         let request: StopBody = parse_optional_body(body)?;
         let managed = self.get(name)?;
-        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let _one_at_a_time = self.lock_lifecycle(&managed)?;
         self.control(&managed)?;
         Self::stop_run(&managed)?;
         {
@@ -663,7 +732,7 @@ impl Pipelines {
         }
         let request: StartBody = parse_optional_body(body)?;
         let managed = self.get(name)?;
-        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let _one_at_a_time = self.lock_lifecycle(&managed)?;
         if managed.run.lock().expect("lock").control.is_some() {
             return Err(ApiError::Conflict(format!(
                 "pipeline {name:?} is already running"
@@ -683,7 +752,7 @@ impl Pipelines {
     /// Stops the pipeline and removes its record, state and checkpoints.
     pub fn delete(&self, name: &str) -> ApiResult<()> {
         let managed = self.get(name)?;
-        let _one_at_a_time = managed.lifecycle.lock().expect("lock");
+        let _one_at_a_time = self.lock_lifecycle(&managed)?;
         // A failed stop still deletes: the user wants it gone.
         let _ = Self::stop_run(&managed);
         let spec = parse_spec(&managed.record.lock().expect("lock").spec)?;
@@ -740,8 +809,18 @@ impl Pipelines {
         )
     }
 
-    /// Which pipelines name `digest` (their plugin, running or not).
+    /// Which pipelines name `digest` (their plugin, running or not, or the
+    /// target of a swap under way).
     pub fn users_of(&self, digest: &str) -> Vec<String> {
+        if self
+            .swapping
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|d| d == digest)
+        {
+            return vec!["(a swap in progress)".into()];
+        }
         let entries: Vec<Arc<Managed>> = self
             .entries
             .lock()

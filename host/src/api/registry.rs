@@ -48,6 +48,9 @@ pub enum RegistryError {
 pub struct Registry {
     dir: PathBuf,
     index: Mutex<BTreeMap<String, PluginInfo>>,
+    /// One upload at a time: two uploads of the same bytes must not write
+    /// the same files at once (uploads are rare; compiling dominates).
+    uploading: Mutex<()>,
 }
 
 impl Registry {
@@ -78,6 +81,7 @@ impl Registry {
         Ok(Self {
             dir: dir.to_owned(),
             index: Mutex::new(index),
+            uploading: Mutex::new(()),
         })
     }
 
@@ -91,6 +95,7 @@ impl Registry {
         version: Option<&str>,
     ) -> Result<(PluginInfo, bool), RegistryError> {
         let digest = hex::encode(sha2::Sha256::digest(bytes));
+        let _one_at_a_time = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(info) = self.get(&digest) {
             return Ok((info, false));
         }
@@ -174,7 +179,10 @@ impl Registry {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    let tmp = path.with_extension("tmp");
+    // A temporary name of its own per file (`<digest>.wasm.tmp`).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|source| RegistryError::Io {

@@ -127,6 +127,14 @@ impl IngestLog {
         &self.dir
     }
 
+    /// The offset of the oldest event the log still holds.
+    pub fn start(&self) -> u64 {
+        segment_bases(&self.dir)
+            .ok()
+            .and_then(|bases| bases.first().copied())
+            .unwrap_or(0)
+    }
+
     /// The offset after the last accepted event.
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
@@ -260,8 +268,11 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
+    /// A source at the start of what the log still holds (a restore then
+    /// seeks to its checkpoint's position).
     pub fn new(log: Arc<IngestLog>) -> Self {
-        let position = log.read.load(Ordering::Relaxed);
+        let position = log.start();
+        log.read.store(position, Ordering::Relaxed);
         Self {
             log,
             position,
@@ -382,6 +393,9 @@ impl Source for HttpSource {
                 "the snapshot read another ingest log ({}); reading this one from its start",
                 p.split
             );
+            self.position = self.log.start();
+            self.reader = None;
+            self.log.read.store(self.position, Ordering::Relaxed);
             return Ok(());
         }
         let offset = split_offset(position, &self.log.split, "http")?;
@@ -488,15 +502,16 @@ mod tests {
             }])
             .unwrap();
         assert_eq!(values(&mut again, 10), ["2"]);
-        // A position in another log leaves this one where it starts.
+        // A position in another log: this one is read from its start (its
+        // oldest segment), whatever was read before.
         let mut elsewhere = HttpSource::new(log.clone());
-        let start = elsewhere.position();
+        values(&mut elsewhere, 10);
         elsewhere
             .seek(&vec![SplitPosition {
                 split: "http:another".into(),
                 offset: 1 << 40,
             }])
             .unwrap();
-        assert_eq!(elsewhere.position(), start);
+        assert_eq!(values(&mut elsewhere, 10), ["2"]);
     }
 }

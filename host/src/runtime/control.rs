@@ -200,13 +200,19 @@ impl PipelineControl {
             }
         }
         // Phase 2: all switch, or none. (In a one-phase swap the prepared
-        // subtasks switch without waiting for a decision.)
+        // subtasks switch without waiting for a decision, and report on the
+        // first channel.)
         let commit = tally.refused.is_empty();
-        if two_phase {
+        let steps = if two_phase {
+            let (done, steps) = unbounded();
             for _ in 0..tally.ready {
-                let _ = decide.send(commit);
+                let _ = decide.send((commit, done.clone()));
             }
-        }
+            steps
+        } else {
+            steps
+        };
+        drop(decide);
         while tally.ended < tally.ready {
             match steps.recv() {
                 Ok(step) => tally.record(step),

@@ -34,6 +34,9 @@ pub(crate) enum Ack {
         id: u64,
         index: usize,
         result: Result<SubtaskCheckpoint, String>,
+        /// The plugin the subtask ran when the barrier reached it: what its
+        /// state was written with.
+        plugin: PluginIdentity,
     },
     Sink {
         id: u64,
@@ -71,6 +74,9 @@ pub(crate) struct PipelineIdentity {
 
 struct InFlight {
     id: u64,
+    /// The plugin as of the barrier (subtask 0's; without a migration,
+    /// subtasks agree on the state version even if a swap was half done).
+    plugin: Option<PluginIdentity>,
     started: Instant,
     created_ms: i64,
     source: Option<SourceCheckpoint>,
@@ -221,6 +227,7 @@ impl Coordinator {
                 }
                 self.in_flight.push(InFlight {
                     id,
+                    plugin: None,
                     started: Instant::now(),
                     created_ms,
                     source: Some(source),
@@ -230,10 +237,18 @@ impl Coordinator {
                     failure: None,
                 });
             }
-            Ack::Subtask { id, index, result } => {
+            Ack::Subtask {
+                id,
+                index,
+                result,
+                plugin,
+            } => {
                 let Some(flight) = self.in_flight.iter_mut().find(|f| f.id == id) else {
                     return;
                 };
+                if index == 0 {
+                    flight.plugin = Some(plugin);
+                }
                 match result {
                     Ok(part) => flight.subtasks[index] = Some(part),
                     Err(e) => {
@@ -340,12 +355,13 @@ impl Coordinator {
             pipeline: self.identity.name.clone(),
             spec: self.identity.spec.clone(),
             key_by: self.identity.key_by.clone(),
-            plugin: self
-                .identity
-                .plugin
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_else(|p| p.into_inner().clone()),
+            plugin: flight.plugin.clone().unwrap_or_else(|| {
+                self.identity
+                    .plugin
+                    .lock()
+                    .map(|p| p.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone())
+            }),
             source: flight.source.clone().expect("complete"),
             subtasks: flight.subtasks.iter().flatten().cloned().collect(),
             sinks: self

@@ -19,7 +19,7 @@ use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
 use super::outputs::{OutputRouter, RunMetrics};
-use super::subtask::{KeyStateView, SubtaskInput, SwapStep};
+use super::subtask::{KeyStateView, SubtaskInput, SwapDecision, SwapStep};
 use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
@@ -99,7 +99,7 @@ pub(crate) struct SwapRequest {
     pub(crate) plugin: Plugin<SubtaskHost>,
     pub(crate) config: Arc<str>,
     pub(crate) steps: Sender<SwapStep>,
-    pub(crate) decision: Option<Receiver<bool>>,
+    pub(crate) decision: Option<Receiver<SwapDecision>>,
 }
 
 /// Whether a checkpoint is the source's last, and why.

@@ -22,7 +22,7 @@ use super::outputs::{OutputRouter, RunMetrics, SinkGone};
 use super::subtask_host::{BatchScope, SubtaskHost};
 use super::timer_service::{FiredTimer, TimeDomain};
 use super::{PipelineError, now_ms};
-use crate::checkpoint;
+use crate::checkpoint::{self, PluginIdentity};
 use crate::connectors::OutputRecord;
 use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
@@ -54,7 +54,7 @@ pub(crate) enum SubtaskInput {
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
         steps: Sender<SwapStep>,
-        decision: Option<Receiver<bool>>,
+        decision: Option<Receiver<SwapDecision>>,
     },
     /// Read the state of one key (for people: queryable state), between
     /// two batches, so the answer is the state after a whole batch.
@@ -100,6 +100,11 @@ pub struct SubtaskReport {
     pub pending_event_timers: u64,
     pub discarded_processing_timers: u64,
 }
+
+/// The control's decision in a two-phase swap: switch or not, and where to
+/// report. (A waiting subtask holds no sender of the first phase's steps,
+/// so the control learns when a subtask that never prepared is gone.)
+pub(crate) type SwapDecision = (bool, Sender<SwapStep>);
 
 /// One subtask's part of a swap.
 pub(crate) enum SwapStep {
@@ -286,7 +291,7 @@ impl Subtask {
                     config,
                     steps,
                     decision,
-                }) => self.swap(plugin, config, &steps, decision.as_ref())?,
+                }) => self.swap(plugin, config, steps, decision)?,
                 Some(SubtaskInput::Query {
                     key,
                     key_group,
@@ -323,8 +328,8 @@ impl Subtask {
         &mut self,
         plugin: Plugin<SubtaskHost>,
         config: Arc<str>,
-        steps: &Sender<SwapStep>,
-        decision: Option<&Receiver<bool>>,
+        steps: Sender<SwapStep>,
+        decision: Option<Receiver<SwapDecision>>,
     ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
         let subtask = self.index;
@@ -346,8 +351,21 @@ impl Subtask {
             subtask,
             outcome: Ok(prepared.state_version),
         });
-        // A control that went away decided nothing: keep the old version.
-        if decision.is_none_or(|d| d.recv().unwrap_or(false)) {
+        let (commit, steps) = match decision {
+            None => (true, steps),
+            Some(decision) => {
+                drop(steps);
+                // A control that went away decided nothing: keep the old version.
+                match decision.recv() {
+                    Ok(decided) => decided,
+                    Err(_) => {
+                        self.instantiate(prepared.instance.into_host())?;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if commit {
             let rewrites = std::mem::take(&mut prepared.rewrites);
             migration::apply(prepared.instance.host().backend.as_mut(), rewrites)?;
             self.instance = Some(prepared.instance);
@@ -469,7 +487,17 @@ impl Subtask {
         if let Err(e) = &result {
             tracing::error!(checkpoint = id, "snapshot failed: {e}");
         }
-        let _ = acks.send(Ack::Subtask { id, index, result });
+        let plugin = PluginIdentity {
+            digest: self.plugin.digest().to_owned(),
+            config: serde_json::from_str(&self.plugin_config).unwrap_or_default(),
+            state_version: self.state_version,
+        };
+        let _ = acks.send(Ack::Subtask {
+            id,
+            index,
+            result,
+            plugin,
+        });
         self.router.barrier(id).map_err(sink_gone)
     }
 
