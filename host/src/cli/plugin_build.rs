@@ -1,19 +1,32 @@
-//! Building a plugin crate into a component with cargo.
+//! Building a plugin directory into a component: a Rust crate with cargo,
+//! a Python plugin (an `app.py`) with componentize-py.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use super::python_build;
+
 pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Builds the plugin in `dir`, a Rust crate (`Cargo.toml`) or a Python
+/// plugin (`app.py`), and returns the component's path.
+pub(crate) fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.join("Cargo.toml").is_file() && python_build::is_python_plugin(dir) {
+        return python_build::build_python(dir);
+    }
+    build_crate(dir)
+}
 
 /// Builds the crate in `dir` for `wasm32-wasip2` (release) and returns the
 /// component's path. Cargo's own diagnostics go to stderr as they come.
-pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
-            "{} has no Cargo.toml: `plugin.crate` must name a plugin crate's directory",
+            "{} has neither a Cargo.toml nor an app.py: a plugin directory is a Rust crate \
+             or a Python plugin",
             dir.display()
         );
     }
