@@ -10,6 +10,10 @@ use crate::support::{WEIR, toml_path, weir_run};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
+/// CPython interprets inside wasm: a batch of 1 024 events can take about
+/// 100 ms on a loaded 2-core machine, the default deadline per call.
+const PYTHON_LIMITS: &str = "[limits]\ncall_timeout_ms = 2000\n";
+
 /// Builds `plugins/NAME` with `weir plugin build`, once per test run, and
 /// keeps the component under the target directory.
 fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
@@ -70,7 +74,7 @@ config = {{ threshold = 5, window_ms = 60000 }}
 output = "alerts"
 kind = "file"
 path = "alerts.jsonl"
-"#,
+{PYTHON_LIMITS}"#,
         wasm = toml_path(fraud_detector_py())
     );
     let run = weir_run(&spec, &[]);
@@ -107,7 +111,7 @@ path = "alerts.jsonl"
 
 #[test]
 fn python_states_read_their_own_writes_within_and_across_batches() {
-    check_state_probe(state_probe_py());
+    check_state_probe(state_probe_py(), PYTHON_LIMITS);
 }
 
 #[test]

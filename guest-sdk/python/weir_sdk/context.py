@@ -60,8 +60,12 @@ def _bytes(value):
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
+# One encoder for every output: `json.dumps` with options builds a new one per call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json(value):
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _encode_json(value).encode()
 
 
 class Context:

@@ -11,14 +11,19 @@ from wit_world.imports.state import StateKind
 from ._batch import BATCH
 
 
+# One encoder for every write: `json.dumps` with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
+
+
 def encode_stored(value):
     """Encodes a value as the states store it (what `migrate` returns)."""
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _encode(value).encode()
 
 
 def decode_stored(data):
     """Decodes a stored value (what `migrate` receives)."""
-    return json.loads(data)
+    return _decode(data.decode())
 
 
 class _State:
@@ -43,7 +48,7 @@ class ValueState(_State):
     def get(self, default=None):
         """The current key's value, or `default` if unset."""
         data = BATCH.value_get(self._id)
-        return default if data is None else json.loads(data)
+        return default if data is None else decode_stored(data)
 
     def set(self, value):
         """Sets the current key's value."""
@@ -63,7 +68,7 @@ class MapState(_State):
 
     def get(self, key, default=None):
         data = BATCH.map_get(self._id, encode_stored(key))
-        return default if data is None else json.loads(data)
+        return default if data is None else decode_stored(data)
 
     def put(self, key, value):
         BATCH.map_put(self._id, encode_stored(key), encode_stored(value))
@@ -76,7 +81,7 @@ class MapState(_State):
 
     def entries(self):
         """Every (key, value) of the current key's map."""
-        return [(json.loads(k), json.loads(v)) for k, v in BATCH.map_entries(self._id)]
+        return [(decode_stored(k), decode_stored(v)) for k, v in BATCH.map_entries(self._id)]
 
     def is_empty(self):
         return not BATCH.map_entries(self._id)
@@ -96,7 +101,7 @@ class ListState(_State):
 
     def read(self):
         """The current key's list, oldest first."""
-        return [json.loads(item) for item in BATCH.list_read(self._id)]
+        return [decode_stored(item) for item in BATCH.list_read(self._id)]
 
     def clear(self):
         BATCH.list_clear(self._id)
