@@ -14,16 +14,20 @@ const BASE_TS: i64 = 1_700_000_000_000;
 /// 100 ms on a loaded 2-core machine, the default deadline per call.
 const PYTHON_LIMITS: &str = "[limits]\ncall_timeout_ms = 2000\n";
 
-/// Builds `plugins/NAME` with `weir plugin build`, once per test run, and
-/// keeps the component under the target directory.
+/// Builds `plugins/NAME` with `weir plugin build`, once per test run, into
+/// the target directory (not the source tree, whose changes would make the
+/// next `cargo test` rebuild the plugin artifacts).
 fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
     slot.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../plugins")
             .join(name);
+        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-plugins");
         let output = Command::new(WEIR)
             .args(["plugin", "build"])
             .arg(&dir)
+            .arg("--out-dir")
+            .arg(&out_dir)
             .output()
             .expect("running weir plugin build");
         assert!(
@@ -33,12 +37,8 @@ fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
             String::from_utf8_lossy(&output.stderr)
         );
         let built = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-        let cached = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("python-plugins")
-            .join(format!("{name}.wasm"));
-        std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
-        std::fs::copy(&built, &cached).unwrap();
-        cached
+        assert!(built.starts_with(&out_dir), "{}", built.display());
+        built
     })
     .to_str()
     .unwrap()

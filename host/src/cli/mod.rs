@@ -56,6 +56,10 @@ enum PluginCommand {
         /// The plugin's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Put the component in this directory (default: cargo's target
+        /// directory for a crate, DIR/build for a Python plugin).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Upload a component to a `weir serve`'s plugin registry.
     Upload(remote_plugin::UploadArgs),
@@ -76,9 +80,11 @@ pub fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Upload(args)) => remote_plugin::upload(args),
         Command::Plugin(PluginCommand::List(args)) => remote_plugin::list(args),
         Command::Plugin(PluginCommand::Delete(args)) => remote_plugin::delete(args),
-        Command::Plugin(PluginCommand::Build { dir }) => plugin_build::build(&dir).map(|path| {
-            println!("{}", path.display());
-        }),
+        Command::Plugin(PluginCommand::Build { dir, out_dir }) => {
+            plugin_build::build_into(&dir, out_dir.as_deref()).map(|path| {
+                println!("{}", path.display());
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,10 +46,10 @@ pub(crate) fn is_python_plugin(dir: &Path) -> bool {
     dir.join(format!("{APP_MODULE}.py")).is_file()
 }
 
-/// Builds the Python plugin in `dir` into `DIR/build/NAME.wasm` (NAME: the
-/// directory's name) and returns that path. componentize-py's messages go
-/// to stderr as they come.
-pub(crate) fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Builds the Python plugin in `dir` into `OUT_DIR/NAME.wasm` (NAME: the
+/// directory's name; `OUT_DIR` defaults to `DIR/build`) and returns that
+/// path. componentize-py's messages go to stderr as they come.
+pub(crate) fn build_python(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
@@ -66,31 +66,35 @@ pub(crate) fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(file.parent().expect("SDK files are in directories"))?;
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
     }
+    // componentize-py writes __pycache__ beside the modules it reads: it
+    // reads a copy, so the plugin's directory stays as its author left it.
+    let app = sources.path().join("app");
+    copy_sources(&dir, &app)?;
     let name = dir.file_name().map_or_else(
         || "plugin".into(),
         |n| n.to_string_lossy().replace('-', "_"),
     );
-    let out_dir = dir.join("build");
+    let out_dir = out_dir.map_or_else(|| dir.join("build"), Path::to_path_buf);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // Written beside the result and renamed, so that a concurrent build of
+    // Built beside the result and renamed, so that a concurrent build of
     // the same plugin never leaves (or reads) half a component.
-    let staged = tempfile::Builder::new()
+    let staging = tempfile::Builder::new()
         .prefix(".building-")
-        .suffix(".wasm")
-        .tempfile_in(&out_dir)
-        .with_context(|| format!("creating a file in {}", out_dir.display()))?;
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a directory in {}", out_dir.display()))?;
+    let staged = staging.path().join(format!("{name}.wasm"));
     let status = Command::new(&tool)
-        .current_dir(&dir)
+        .current_dir(&app)
         .arg("--quiet")
         .arg("--wit-path")
         .arg(sources.path().join("wit"))
         .args(["--world", "processor", "componentize", APP_MODULE])
         .arg("--python-path")
-        .arg(&dir)
+        .arg(&app)
         .arg("--python-path")
         .arg(sources.path().join("python"))
         .arg("--output")
-        .arg(staged.path())
+        .arg(&staged)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -103,10 +107,31 @@ pub(crate) fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     let out = out_dir.join(format!("{name}.wasm"));
-    staged
-        .persist(&out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    std::fs::rename(&staged, &out).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
+}
+
+/// Copies the plugin's directory `from` to `to`, without build products
+/// (`build/`, `__pycache__/`) and hidden entries.
+fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let skip =
+            name.to_string_lossy().starts_with('.') || name == "build" || name == "__pycache__";
+        if skip {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_sources(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// componentize-py from the venv `scripts/setup.sh` makes
