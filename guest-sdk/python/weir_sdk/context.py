@@ -20,7 +20,7 @@ class Event:
 
     __slots__ = ("key", "value", "timestamp", "headers")
 
-    def __init__(self, key, value, timestamp=None, headers=()):
+    def __init__(self, key, value, timestamp=None, headers=None):
         #: The key the pipeline keyed it by (bytes), or None.
         self.key = key
         #: The record's bytes.
@@ -28,7 +28,7 @@ class Event:
         #: Event time in ms since the Unix epoch, if the pipeline assigns one.
         self.timestamp = timestamp
         #: A list of (name, bytes).
-        self.headers = list(headers)
+        self.headers = [] if headers is None else headers
 
     def text(self):
         return self.value.decode()
@@ -107,7 +107,7 @@ class Context:
 
     def emit(self, value, key=None):
         """Emits `value` (bytes or str) to the main output, keyed by the
-        current key unless `key` is given."""
+        current key (none for an unkeyed event) unless `key` is given."""
         BATCH.emit(None, self._key if key is None else _bytes(key), _bytes(value))
 
     def emit_to(self, output, value):

@@ -77,7 +77,8 @@ def export(processor_class):
         failures = []
         batch = BATCH
         for index, item in enumerate(items):
-            batch.begin(index, item.key)
+            # An event without a key is handled with the empty key.
+            batch.begin(index, item.key or b"")
             try:
                 handle(item)
             except Exception as error:  # noqa: BLE001 - any error rejects the item
@@ -103,10 +104,9 @@ def export(processor_class):
             instance = current()
 
             def handle(event):
-                key = event.key or b""
                 instance.process(
-                    Context(key, event.timestamp),
-                    Event(key, event.value, event.timestamp, event.headers),
+                    Context(event.key, event.timestamp),
+                    Event(event.key, event.value, event.timestamp, event.headers),
                 )
 
             return run_batch(events, handle)
