@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use serde_json::json;
+
 use crate::state::check_state_probe;
-use crate::support::{WEIR, toml_path, weir_run};
+use crate::support::{WEIR, cache_dir, read_jsonl, toml_path, weir_run};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -173,4 +175,97 @@ fn without_componentize_py_the_build_says_how_to_install_it() {
         stderr.contains("componentize-py is missing") && stderr.contains("scripts/setup.sh"),
         "{stderr}"
     );
+}
+
+fn counter_py() -> &'static str {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    build("counter-py", &BUILT)
+}
+
+fn counter_py_v2() -> &'static str {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    build("counter-py-v2", &BUILT)
+}
+
+fn counter_spec(name: &str, wasm: &str, restore: &str, output: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+{restore}
+[source]
+kind = "file"
+path = "in.jsonl"
+[key_by]
+field = "/k"
+[plugin]
+wasm = {wasm}
+[checkpoint]
+interval_ms = 600000
+dir = "checkpoints"
+[[sink]]
+output = "main"
+kind = "file"
+path = "{output}"
+{PYTHON_LIMITS}"#,
+        wasm = toml_path(wasm)
+    )
+}
+
+fn weir_in(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(WEIR)
+        .current_dir(dir)
+        .args(args)
+        .env("WEIR_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "weir {args:?} failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_python_plugin_migrates_the_state_of_its_previous_version_on_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..40)
+        .map(|seq| format!("{{\"k\":\"{}\",\"seq\":{seq}}}\n", ["a", "b"][seq % 2]))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let v1 = counter_spec("count", counter_py(), "", "out.jsonl");
+    std::fs::write(dir.path().join("pipeline.toml"), v1).unwrap();
+    weir_in(
+        dir.path(),
+        &["run", "--quiet", "--stop-after", "20", "pipeline.toml"],
+    );
+    weir_in(
+        dir.path(),
+        &[
+            "savepoint",
+            "create",
+            "--spec",
+            "pipeline.toml",
+            "--to",
+            "sp",
+        ],
+    );
+    let v2 = counter_spec(
+        "count-v2",
+        counter_py_v2(),
+        "restore_from = \"sp\"",
+        "out-v2.jsonl",
+    );
+    std::fs::write(dir.path().join("pipeline.toml"), v2).unwrap();
+    let stderr = weir_in(dir.path(), &["run", "--quiet", "pipeline.toml"]);
+    assert!(stderr.contains("resuming from savepoint"), "{stderr}");
+
+    let before = read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(before.len(), 20);
+    assert_eq!(before[19], json!({"key": "b", "count": 10, "seq": 19}));
+    let after = read_jsonl(&dir.path().join("out-v2.jsonl"));
+    assert_eq!(after.len(), 20);
+    for line in &after {
+        let seq = line["seq"].as_u64().unwrap();
+        // Each key's count goes on from the migrated 10.
+        assert_eq!(line["count"], seq / 2 + 1, "{line}");
+        assert_eq!(line["migrated"], true, "{line}");
+    }
 }
