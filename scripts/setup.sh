@@ -2,7 +2,8 @@
 # Installs what building and testing Weir needs, idempotently: the
 # wasm32-wasip2 target (rust-toolchain.toml names it too, for rustup to
 # fetch on first use), the formatting/lint components, and libclang (for
-# the RocksDB bindings).
+# the RocksDB bindings), and componentize-py in a venv of its own (Python
+# plugins build with it; see docs/python.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,18 @@ fi
 if ! command -v c++ >/dev/null; then
   echo "error: a C++ compiler is missing (needed to build RocksDB); install g++" >&2
   exit 1
+fi
+
+# Python plugins (docs/python.md) are built with componentize-py, which
+# bundles a wasm CPython. It goes into a venv of its own (no global pip
+# install, no sudo); `weir plugin build` looks for it there, then on PATH.
+COMPONENTIZE_PY_VERSION=0.17.2
+py_venv="${WEIR_PY_VENV:-$HOME/.cache/weir/py-venv}"
+if [ "$("$py_venv/bin/componentize-py" --version 2>/dev/null)" != "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+  if ! command -v python3 >/dev/null; then
+    echo "error: python3 is missing (needed to install componentize-py for Python plugins)" >&2
+    exit 1
+  fi
+  [ -x "$py_venv/bin/pip" ] || python3 -m venv "$py_venv"
+  "$py_venv/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi

@@ -4,6 +4,7 @@ mod client;
 mod event_time;
 mod fake_server;
 mod plugins_extra;
+mod python;
 mod recovery;
 mod run_pipeline;
 mod sandbox;

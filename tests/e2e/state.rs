@@ -46,6 +46,13 @@ fn expected() -> HashMap<u64, Value> {
 }
 
 pub fn state_probe() {
+    check_state_probe(STATE_PROBE, "");
+}
+
+/// Runs the probe component `wasm` (the Rust one or a port of it) on keys
+/// that repeat within and across batches, and checks what each event read.
+/// `extra` is appended to the spec (a `[limits]` section, say).
+pub fn check_state_probe(wasm: &str, extra: &str) {
     let spec = format!(
         r#"
 name = "state"
@@ -61,8 +68,8 @@ wasm = {wasm}
 output = "main"
 kind = "file"
 path = "out.jsonl"
-"#,
-        wasm = toml_path(STATE_PROBE)
+{extra}"#,
+        wasm = toml_path(wasm)
     );
     let input: String = (0..EVENTS)
         .map(|n| format!("{{\"k\":\"key{}\",\"n\":{n}}}\n", n % 3))

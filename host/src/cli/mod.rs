@@ -5,6 +5,7 @@ mod client;
 mod event_batches;
 mod pipeline_view;
 mod plugin_build;
+mod python_build;
 mod remote;
 mod remote_pipeline;
 mod remote_plugin;
@@ -48,11 +49,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Build a plugin crate into a component (cargo, target wasm32-wasip2) and print its path.
+    /// Build a plugin into a component and print its path: a Rust crate
+    /// (cargo, target wasm32-wasip2) or a Python plugin, a directory with an
+    /// `app.py` (componentize-py, into DIR/build/).
     Build {
-        /// The plugin crate's directory.
+        /// The plugin's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Put the component in this directory (default: cargo's target
+        /// directory for a crate, DIR/build for a Python plugin).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Upload a component to a `weir serve`'s plugin registry.
     Upload(remote_plugin::UploadArgs),
@@ -73,8 +80,8 @@ pub fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Upload(args)) => remote_plugin::upload(args),
         Command::Plugin(PluginCommand::List(args)) => remote_plugin::list(args),
         Command::Plugin(PluginCommand::Delete(args)) => remote_plugin::delete(args),
-        Command::Plugin(PluginCommand::Build { dir }) => {
-            plugin_build::build_crate(&dir).map(|path| {
+        Command::Plugin(PluginCommand::Build { dir, out_dir }) => {
+            plugin_build::build_into(&dir, out_dir.as_deref()).map(|path| {
                 println!("{}", path.display());
             })
         }

@@ -1,19 +1,45 @@
-//! Building a plugin crate into a component with cargo.
+//! Building a plugin directory into a component: a Rust crate with cargo,
+//! a Python plugin (an `app.py`) with componentize-py.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use super::python_build;
+
 pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Builds the plugin in `dir`, a Rust crate (`Cargo.toml`) or a Python
+/// plugin (`app.py`), and returns the component's path.
+pub(crate) fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    build_into(dir, None)
+}
+
+/// `build`, with the component in `out_dir` (a crate's is copied there
+/// from cargo's target directory; a Python plugin's defaults to `DIR/build`).
+pub(crate) fn build_into(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if !dir.join("Cargo.toml").is_file() && python_build::is_python_plugin(dir) {
+        return python_build::build_python(dir, out_dir);
+    }
+    let built = build_crate(dir)?;
+    let Some(out_dir) = out_dir else {
+        return Ok(built);
+    };
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out = out_dir.join(built.file_name().context("cargo named no file")?);
+    std::fs::copy(&built, &out).with_context(|| format!("copying to {}", out.display()))?;
+    Ok(out)
+}
 
 /// Builds the crate in `dir` for `wasm32-wasip2` (release) and returns the
 /// component's path. Cargo's own diagnostics go to stderr as they come.
-pub(crate) fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
-            "{} has no Cargo.toml: `plugin.crate` must name a plugin crate's directory",
+            "{} has neither a Cargo.toml nor an app.py: a plugin directory is a Rust crate \
+             or a Python plugin",
             dir.display()
         );
     }

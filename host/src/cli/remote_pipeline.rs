@@ -199,7 +199,7 @@ fn create(spec_path: &Path, plugin: Option<&str>, remote: &Remote) -> anyhow::Re
         None => match spec_json::plugin_source(&spec) {
             Some(PluginSource::Wasm(file)) => Some(upload_digest(&client, &file)?),
             Some(PluginSource::Crate(dir)) => {
-                let file = plugin_build::build_crate(&dir).context("plugin.crate")?;
+                let file = plugin_build::build(&dir).context("plugin.crate")?;
                 Some(upload_digest(&client, &file)?)
             }
             // Already a digest, or no plugin: the server judges.

@@ -39,7 +39,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = PipelineSpec::from_toml_file(&args.spec)
         .with_context(|| format!("invalid pipeline spec {}", args.spec.display()))?;
     let component_path = match (&spec.plugin.crate_dir, &spec.plugin.wasm) {
-        (Some(dir), _) => plugin_build::build_crate(dir).context("plugin.crate")?,
+        (Some(dir), _) => plugin_build::build(dir).context("plugin.crate")?,
         (None, Some(path)) => path.clone(),
         (None, None) => anyhow::bail!(
             "plugin.digest names a component in `weir serve`'s registry; \

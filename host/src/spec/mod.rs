@@ -104,7 +104,8 @@ pub struct KeyBySpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
-    /// A plugin crate, built for wasm32-wasip2 by `weir run`.
+    /// A plugin directory, built by `weir run`: a Rust crate (for
+    /// wasm32-wasip2) or a Python plugin (an `app.py`, with componentize-py).
     #[serde(default, rename = "crate")]
     pub crate_dir: Option<PathBuf>,
     /// A component already built.

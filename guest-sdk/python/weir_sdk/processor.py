@@ -1,0 +1,140 @@
+"""The base class a plugin author subclasses, and `export`, which turns it
+into the component's `handler` exports: the batch contract of wit/weir.wit
+becomes one `process` (or `on_timer`) call per item, each with its key in
+scope, and the changes the items make come back as the batch's result.
+"""
+
+import json
+import traceback
+
+from wit_world.types import Err
+from wit_world.imports.types import BatchResult, Failure
+
+from ._batch import BATCH
+from .context import Context, Event, Timer
+
+
+class PluginError(Exception):
+    """Raise it to reject an item (or a config, or a migration) with a
+    message; the item goes to `dead-letter` with that reason."""
+
+
+class Processor:
+    """A keyed process function: the whole of a Weir plugin.
+
+    The host builds an instance and calls `open` (again after every swap),
+    then `process` for each event and `on_timer` for each fired timer, with
+    the item's key in scope. Keep everything durable in states
+    (`ValueState` and friends), never in `self`.
+    """
+
+    #: The version of the format this plugin keeps its state in. Raise it
+    #: when the format changes, and implement `migrate`.
+    STATE_VERSION = 0
+
+    def open(self, config):
+        """Starts the plugin with its config (the pipeline's JSON, parsed;
+        `{}` when absent). Create states here. Raise to refuse the config."""
+
+    def process(self, ctx, event):
+        """Handles one `Event`. Raising rejects the event (it is
+        dead-lettered; changes it made before raising stand)."""
+        raise NotImplementedError("a Processor must implement process(ctx, event)")
+
+    def on_timer(self, ctx, timer):
+        """Handles one fired `Timer`. By default does nothing."""
+
+    def migrate(self, from_version, state, value):
+        """Rewrites one stored value (bytes) of the state named `state`,
+        written in state version `from_version`, into this version's format:
+        return the new bytes, or None to drop it. Called before `open`.
+        Raising refuses the swap. By default values are kept as they are."""
+        return value
+
+
+def _reason(error):
+    if isinstance(error, PluginError):
+        return str(error)
+    # The last frame says where an unexpected exception came from.
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def _parse_config(config):
+    text = config.strip()
+    parsed = json.loads(text) if text else None
+    return {} if parsed is None else parsed
+
+
+def export(processor_class):
+    """The `Handler` class componentize-py exports for `processor_class`.
+    In the plugin's module: `Handler = weir_sdk.export(MyPlugin)`."""
+
+    plugin = [None]
+
+    def run_batch(items, handle):
+        failures = []
+        batch = BATCH
+        for index, item in enumerate(items):
+            # An event without a key is handled with the empty key.
+            batch.begin(index, item.key or b"")
+            try:
+                handle(item)
+            except Exception as error:  # noqa: BLE001 - any error rejects the item
+                failures.append(Failure(index, _reason(error)))
+        return BatchResult(batch.take_changes(), failures)
+
+    def current():
+        if plugin[0] is None:
+            raise RuntimeError("the host called the plugin before a successful `open`")
+        return plugin[0]
+
+    class Handler:
+        def open(self, config):
+            try:
+                instance = processor_class()
+                instance.open(_parse_config(config))
+            except Exception as error:  # noqa: BLE001
+                raise Err(_reason(error))
+            # A second `open` (after a swap) replaces the previous instance.
+            plugin[0] = instance
+
+        def process(self, events):
+            instance = current()
+
+            def handle(event):
+                instance.process(
+                    Context(event.key, event.timestamp),
+                    Event(event.key, event.value, event.timestamp, event.headers),
+                )
+
+            return run_batch(events, handle)
+
+        def on_timer(self, fired):
+            instance = current()
+
+            def handle(timer):
+                instance.on_timer(
+                    Context(timer.key, timer.timestamp),
+                    Timer(timer.key, timer.timestamp, timer.domain),
+                )
+
+            return run_batch(fired, handle)
+
+        def state_version(self):
+            return int(processor_class.STATE_VERSION)
+
+        def migrate(self, from_, items):
+            instance = processor_class()
+            results = []
+            for item in items:
+                try:
+                    value = instance.migrate(from_, item.state, item.value)
+                except Exception as error:  # noqa: BLE001
+                    raise Err(f"migrating state {item.state!r}: {_reason(error)}")
+                results.append(None if value is None else bytes(value))
+            return results
+
+    Handler.__name__ = Handler.__qualname__ = "Handler"
+    return Handler
