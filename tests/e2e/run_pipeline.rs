@@ -200,5 +200,8 @@ fn weir_plugin_build_names_a_directory_that_is_not_a_crate() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("neither a Cargo.toml nor an app.py"), "{stderr}");
+    assert!(
+        stderr.contains("neither a Cargo.toml nor an app.py"),
+        "{stderr}"
+    );
 }
