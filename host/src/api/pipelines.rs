@@ -199,6 +199,16 @@ impl Pipelines {
         }))
     }
 
+    /// Every pipeline, by name (a copy: no lock is held while they are used).
+    fn all(&self) -> Vec<Arc<Managed>> {
+        self.entries
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn get(&self, name: &str) -> ApiResult<Arc<Managed>> {
         self.entries
             .lock()
@@ -418,13 +428,7 @@ impl Pipelines {
     }
 
     pub fn list(&self) -> Value {
-        let entries: Vec<Arc<Managed>> = self
-            .entries
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.all();
         json!({ "pipelines": entries.iter().map(|m| self.status_of(m)).collect::<Vec<_>>() })
     }
 
@@ -821,13 +825,7 @@ impl Pipelines {
         {
             return vec!["(a swap in progress)".into()];
         }
-        let entries: Vec<Arc<Managed>> = self
-            .entries
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.all();
         entries
             .iter()
             .filter(|m| {
@@ -854,13 +852,7 @@ impl Pipelines {
     /// Stops every running pipeline at a checkpoint, keeping them marked as
     /// running so the next start of the server resumes them.
     pub fn shutdown(&self) {
-        let entries: Vec<Arc<Managed>> = self
-            .entries
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.all();
         for managed in entries {
             let _ = Self::stop_run(&managed);
         }
@@ -868,13 +860,7 @@ impl Pipelines {
 
     /// For `/metrics`: (name, running, live figures) of every pipeline.
     pub fn snapshot(&self) -> Vec<(String, bool, Option<Arc<LiveStatus>>)> {
-        let entries: Vec<Arc<Managed>> = self
-            .entries
-            .lock()
-            .expect("lock")
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.all();
         entries
             .iter()
             .map(|m| {

@@ -39,6 +39,29 @@ pub struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
+/// A command on one pipeline that takes a body: `op` runs on the blocking
+/// pool, and `respond` shapes its answer.
+async fn pipeline_command(
+    state: Arc<AppState>,
+    name: String,
+    bytes: Result<Bytes, BytesRejection>,
+    op: fn(&Pipelines, &str, &[u8]) -> ApiResult<Value>,
+    respond: fn(Value) -> Response,
+) -> ApiResult<Response> {
+    let bytes = body(bytes)?;
+    let p = state.pipelines.clone();
+    blocking(move || op(&p, &name, &bytes).map(respond)).await
+}
+
+/// A route handler for `pipeline_command`.
+macro_rules! command {
+    ($op:path, $respond:expr) => {
+        |State(state): Shared, Path(name): Path<String>, bytes: Result<Bytes, BytesRejection>| {
+            pipeline_command(state, name, bytes, $op, $respond)
+        }
+    };
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let quick = Router::new()
         .route("/v1/plugins", get(list_plugins))
@@ -57,7 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/v1/pipelines/{name}/events",
-            post(ingest).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
+            post(command!(Pipelines::ingest, ok)).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
         )
         .route("/v1/pipelines/{name}/state/{key}", get(query_state))
         .route("/v1/pipelines/{name}/checkpoints", get(list_checkpoints))
@@ -67,11 +90,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             limit_time(QUICK, req, next)
         }));
     let patient = Router::new()
-        .route("/v1/pipelines/{name}/plugin", put(swap))
+        .route(
+            "/v1/pipelines/{name}/plugin",
+            put(command!(Pipelines::swap, ok)),
+        )
         .route("/v1/pipelines/{name}/checkpoints", post(take_checkpoint))
-        .route("/v1/pipelines/{name}/savepoints", post(take_savepoint))
-        .route("/v1/pipelines/{name}/stop", post(stop))
-        .route("/v1/pipelines/{name}/start", post(start))
+        .route(
+            "/v1/pipelines/{name}/savepoints",
+            post(command!(Pipelines::savepoint, created)),
+        )
+        .route(
+            "/v1/pipelines/{name}/stop",
+            post(command!(Pipelines::stop, ok)),
+        )
+        .route(
+            "/v1/pipelines/{name}/start",
+            post(command!(Pipelines::start, ok)),
+        )
         .layer(middleware::from_fn(|req, next| {
             limit_time(PATIENT, req, next)
         }));
@@ -259,16 +294,6 @@ async fn delete_pipeline(State(state): Shared, Path(name): Path<String>) -> ApiR
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn swap(
-    State(state): Shared,
-    Path(name): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let bytes = body(bytes)?;
-    let p = state.pipelines.clone();
-    blocking(move || p.swap(&name, &bytes).map(ok)).await
-}
-
 async fn take_checkpoint(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.checkpoint(&name).map(created)).await
@@ -277,46 +302,6 @@ async fn take_checkpoint(State(state): Shared, Path(name): Path<String>) -> ApiR
 async fn list_checkpoints(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.checkpoints(&name).map(ok)).await
-}
-
-async fn take_savepoint(
-    State(state): Shared,
-    Path(name): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let bytes = body(bytes)?;
-    let p = state.pipelines.clone();
-    blocking(move || p.savepoint(&name, &bytes).map(created)).await
-}
-
-async fn stop(
-    State(state): Shared,
-    Path(name): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let bytes = body(bytes)?;
-    let p = state.pipelines.clone();
-    blocking(move || p.stop(&name, &bytes).map(ok)).await
-}
-
-async fn start(
-    State(state): Shared,
-    Path(name): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let bytes = body(bytes)?;
-    let p = state.pipelines.clone();
-    blocking(move || p.start(&name, &bytes).map(ok)).await
-}
-
-async fn ingest(
-    State(state): Shared,
-    Path(name): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let bytes = body(bytes)?;
-    let p = state.pipelines.clone();
-    blocking(move || p.ingest(&name, &bytes).map(ok)).await
 }
 
 async fn query_state(
