@@ -112,8 +112,9 @@ pub(crate) fn build_python(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result
 }
 
 /// Copies the plugin's directory `from` to `to`, without build products
-/// (`build/`, `__pycache__/`) and hidden entries.
-fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// (`build/`, `__pycache__/`) and hidden entries. JavaScript plugins are
+/// built from such a copy too.
+pub(crate) fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
