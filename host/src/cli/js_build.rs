@@ -127,3 +127,23 @@ fn componentize_js() -> anyhow::Result<OsString> {
          with DIR/node_modules/.bin on PATH"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_javascript_sdk_is_one_module_and_it_is_compiled_in() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/js");
+        let modules: Vec<String> = std::fs::read_dir(&sdk)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".js") || name.ends_with(".mjs"))
+            .collect();
+        // The build unpacks one file as `weir-sdk`: a second module would be missing.
+        assert_eq!(modules, ["index.js"]);
+        assert_eq!(SDK, std::fs::read_to_string(sdk.join("index.js")).unwrap());
+        assert!(SDK.contains("export function exportProcessor"));
+    }
+}
