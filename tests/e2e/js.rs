@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use serde_json::json;
+
+use crate::python::{counter_py, counter_spec, weir_in};
 use crate::state::check_state_probe;
-use crate::support::{WEIR, toml_path, weir_run};
+use crate::support::{WEIR, read_jsonl, toml_path, weir_run};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -174,4 +177,59 @@ fn a_directory_that_is_no_plugin_names_the_javascript_kind_too() {
         stderr.contains("app.js") && stderr.contains("JavaScript plugin"),
         "{stderr}"
     );
+}
+
+fn counter_js_v2() -> &'static str {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    build("counter-js-v2", &BUILT)
+}
+
+/// Python and JavaScript plugins store state as the same JSON: a savepoint
+/// of `counter-py` restores under `counter-js-v2` (state version 1), whose
+/// `migrate` reads the counts Python wrote and rewrites them.
+#[test]
+fn a_js_plugin_migrates_the_state_a_python_plugin_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..40)
+        .map(|seq| format!("{{\"k\":\"{}\",\"seq\":{seq}}}\n", ["a", "b"][seq % 2]))
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let v1 = counter_spec("count", counter_py(), "", "out.jsonl");
+    std::fs::write(dir.path().join("pipeline.toml"), v1).unwrap();
+    weir_in(
+        dir.path(),
+        &["run", "--quiet", "--stop-after", "20", "pipeline.toml"],
+    );
+    weir_in(
+        dir.path(),
+        &[
+            "savepoint",
+            "create",
+            "--spec",
+            "pipeline.toml",
+            "--to",
+            "sp",
+        ],
+    );
+    let v2 = counter_spec(
+        "count-js",
+        counter_js_v2(),
+        "restore_from = \"sp\"",
+        "out-js.jsonl",
+    );
+    std::fs::write(dir.path().join("pipeline.toml"), v2).unwrap();
+    let stderr = weir_in(dir.path(), &["run", "--quiet", "pipeline.toml"]);
+    assert!(stderr.contains("resuming from savepoint"), "{stderr}");
+
+    let before = read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(before.len(), 20);
+    assert_eq!(before[19], json!({"key": "b", "count": 10, "seq": 19}));
+    let after = read_jsonl(&dir.path().join("out-js.jsonl"));
+    assert_eq!(after.len(), 20);
+    for line in &after {
+        let seq = line["seq"].as_u64().unwrap();
+        // Each key's count goes on from the migrated 10.
+        assert_eq!(line["count"], seq / 2 + 1, "{line}");
+        assert_eq!(line["migrated"], true, "{line}");
+    }
 }
