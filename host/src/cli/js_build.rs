@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use super::python_build::copy_sources;
+use super::plugin_build::copy_sources;
 
 /// The module componentize-js wraps: `app.js` in the plugin's directory.
 pub(crate) const APP_MODULE: &str = "app.js";

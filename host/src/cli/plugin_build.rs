@@ -143,6 +143,31 @@ fn find_component(messages: &[u8], manifest: &Path) -> Option<PathBuf> {
     found
 }
 
+/// Copies the plugin's directory `from` to `to`, without build products
+/// (`build/`, `__pycache__/`) and hidden entries: Python and JavaScript
+/// plugins are built from such a copy, so that their toolchains' droppings
+/// stay out of the author's directory.
+pub(crate) fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let skip =
+            name.to_string_lossy().starts_with('.') || name == "build" || name == "__pycache__";
+        if skip {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_sources(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
