@@ -2,8 +2,9 @@
 # Installs what building and testing Weir needs, idempotently: the
 # wasm32-wasip2 target (rust-toolchain.toml names it too, for rustup to
 # fetch on first use), the formatting/lint components, and libclang (for
-# the RocksDB bindings), and componentize-py in a venv of its own (Python
-# plugins build with it; see docs/python.md).
+# the RocksDB bindings), componentize-py in a venv of its own (Python
+# plugins build with it; see docs/python.md) and componentize-js in a
+# directory of its own (JavaScript plugins; see docs/js.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +53,20 @@ if [ "$("$py_venv/bin/componentize-py" --version 2>/dev/null)" != "componentize-
   fi
   [ -x "$py_venv/bin/pip" ] || python3 -m venv "$py_venv"
   "$py_venv/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+
+# JavaScript plugins (docs/js.md) are built with componentize-js, which
+# bundles a wasm SpiderMonkey (StarlingMonkey) and runs on Node.js. It goes
+# into a directory of its own with `npm install --prefix` (no global
+# install, no sudo); `weir plugin build` looks for it there, then on PATH.
+COMPONENTIZE_JS_VERSION=0.23.0
+js_tools="${WEIR_JS_DIR:-$HOME/.cache/weir/js-tools}"
+if [ "$("$js_tools/node_modules/.bin/componentize-js" --version 2>/dev/null)" != "$COMPONENTIZE_JS_VERSION" ]; then
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    echo "error: node and npm are missing (needed to install componentize-js for JavaScript plugins)" >&2
+    exit 1
+  fi
+  mkdir -p "$js_tools"
+  npm install --prefix "$js_tools" --no-audit --no-fund --loglevel=error \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
 fi

@@ -3,6 +3,7 @@
 mod client;
 mod event_time;
 mod fake_server;
+mod js;
 mod plugins_extra;
 mod python;
 mod recovery;

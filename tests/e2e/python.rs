@@ -177,7 +177,7 @@ fn without_componentize_py_the_build_says_how_to_install_it() {
     );
 }
 
-fn counter_py() -> &'static str {
+pub(crate) fn counter_py() -> &'static str {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     build("counter-py", &BUILT)
 }
@@ -187,7 +187,7 @@ fn counter_py_v2() -> &'static str {
     build("counter-py-v2", &BUILT)
 }
 
-fn counter_spec(name: &str, wasm: &str, restore: &str, output: &str) -> String {
+pub(crate) fn counter_spec(name: &str, wasm: &str, restore: &str, output: &str) -> String {
     format!(
         r#"
 name = "{name}"
@@ -211,7 +211,7 @@ path = "{output}"
     )
 }
 
-fn weir_in(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn weir_in(dir: &Path, args: &[&str]) -> String {
     let output = Command::new(WEIR)
         .current_dir(dir)
         .args(args)

@@ -3,6 +3,7 @@
 
 mod client;
 mod event_batches;
+mod js_build;
 mod pipeline_view;
 mod plugin_build;
 mod python_build;

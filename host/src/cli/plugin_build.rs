@@ -1,26 +1,32 @@
 //! Building a plugin directory into a component: a Rust crate with cargo,
-//! a Python plugin (an `app.py`) with componentize-py.
+//! a Python plugin (an `app.py`) with componentize-py, a JavaScript plugin
+//! (an `app.js`) with componentize-js.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use super::python_build;
+use super::{js_build, python_build};
 
 pub(crate) const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// Builds the plugin in `dir`, a Rust crate (`Cargo.toml`) or a Python
-/// plugin (`app.py`), and returns the component's path.
+/// Builds the plugin in `dir`, a Rust crate (`Cargo.toml`), a Python plugin
+/// (`app.py`) or a JavaScript plugin (`app.js`), and returns the component's
+/// path.
 pub(crate) fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     build_into(dir, None)
 }
 
 /// `build`, with the component in `out_dir` (a crate's is copied there
-/// from cargo's target directory; a Python plugin's defaults to `DIR/build`).
+/// from cargo's target directory; a Python or JavaScript plugin's defaults
+/// to `DIR/build`).
 pub(crate) fn build_into(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     if !dir.join("Cargo.toml").is_file() && python_build::is_python_plugin(dir) {
         return python_build::build_python(dir, out_dir);
+    }
+    if !dir.join("Cargo.toml").is_file() && js_build::is_js_plugin(dir) {
+        return js_build::build_js(dir, out_dir);
     }
     let built = build_crate(dir)?;
     let Some(out_dir) = out_dir else {
@@ -38,8 +44,8 @@ fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
-            "{} has neither a Cargo.toml nor an app.py: a plugin directory is a Rust crate \
-             or a Python plugin",
+            "{} has neither a Cargo.toml nor an app.py (or an app.js): a plugin directory \
+             is a Rust crate, a Python plugin or a JavaScript plugin",
             dir.display()
         );
     }
@@ -135,6 +141,31 @@ fn find_component(messages: &[u8], manifest: &Path) -> Option<PathBuf> {
         }
     }
     found
+}
+
+/// Copies the plugin's directory `from` to `to`, without build products
+/// (`build/`, `__pycache__/`) and hidden entries: Python and JavaScript
+/// plugins are built from such a copy, so that their toolchains' droppings
+/// stay out of the author's directory.
+pub(crate) fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let skip =
+            name.to_string_lossy().starts_with('.') || name == "build" || name == "__pycache__";
+        if skip {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_sources(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

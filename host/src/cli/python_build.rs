@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+use super::plugin_build::copy_sources;
+
 /// The module componentize-py wraps: `app.py` in the plugin's directory.
 pub(crate) const APP_MODULE: &str = "app";
 
@@ -109,29 +111,6 @@ pub(crate) fn build_python(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result
     let out = out_dir.join(format!("{name}.wasm"));
     std::fs::rename(&staged, &out).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
-}
-
-/// Copies the plugin's directory `from` to `to`, without build products
-/// (`build/`, `__pycache__/`) and hidden entries.
-fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let skip =
-            name.to_string_lossy().starts_with('.') || name == "build" || name == "__pycache__";
-        if skip {
-            continue;
-        }
-        let (source, target) = (entry.path(), to.join(&name));
-        if entry.file_type()?.is_dir() {
-            copy_sources(&source, &target)?;
-        } else {
-            std::fs::copy(&source, &target)
-                .with_context(|| format!("copying {}", source.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// componentize-py from the venv `scripts/setup.sh` makes
