@@ -6,11 +6,11 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::plugin_build::copy_sources;
+use super::plugin_build::{build_with_tool, copy_sources, find_tool};
 
 /// The module componentize-js wraps: `app.js` in the plugin's directory.
 pub(crate) const APP_MODULE: &str = "app.js";
@@ -60,65 +60,31 @@ pub(crate) fn build_js(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result<Pat
     copy_sources(&dir, &app)?;
     let sdk = app.join(SDK_MODULE);
     std::fs::write(&sdk, SDK).with_context(|| format!("writing {}", sdk.display()))?;
-    let name = dir.file_name().map_or_else(
-        || "plugin".into(),
-        |n| n.to_string_lossy().replace('-', "_"),
-    );
-    let out_dir = out_dir.map_or_else(|| dir.join("build"), Path::to_path_buf);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // Built beside the result and renamed, so that a concurrent build of
-    // the same plugin never leaves (or reads) half a component.
-    let staging = tempfile::Builder::new()
-        .prefix(".building-")
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("creating a directory in {}", out_dir.display()))?;
-    let staged = staging.path().join(format!("{name}.wasm"));
-    let status = Command::new(&tool)
-        .current_dir(&app)
-        .arg(APP_MODULE)
-        .arg("--wit")
-        .arg(&wit)
-        .args(["--world-name", "processor", "--disable"])
-        .args(DISABLED_FEATURES)
-        .arg("--out")
-        .arg(&staged)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
-        .with_context(|| format!("running {}", tool.to_string_lossy()))?;
-    if !status.success() || !staged.is_file() {
-        bail!(
-            "building the JavaScript plugin {} failed (see componentize-js's messages above)",
-            dir.display()
-        );
-    }
-    let out = out_dir.join(format!("{name}.wasm"));
-    std::fs::rename(&staged, &out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(out)
+    build_with_tool(&dir, out_dir, "JavaScript", "componentize-js", |staged| {
+        let mut command = Command::new(&tool);
+        command
+            .current_dir(&app)
+            .arg(APP_MODULE)
+            .arg("--wit")
+            .arg(&wit)
+            .args(["--world-name", "processor", "--disable"])
+            .args(DISABLED_FEATURES)
+            .arg("--out")
+            .arg(staged);
+        command
+    })
 }
 
 /// componentize-js from the directory `scripts/setup.sh` installs it into
 /// (`$WEIR_JS_DIR`, else `~/.cache/weir/js-tools`), else from `PATH`.
 fn componentize_js() -> anyhow::Result<OsString> {
-    let tools = std::env::var_os("WEIR_JS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/weir/js-tools"))
-        });
-    if let Some(tool) = tools
-        .map(|tools| tools.join("node_modules/.bin/componentize-js"))
-        .filter(|tool| tool.is_file())
-    {
-        return Ok(tool.into_os_string());
-    }
-    let on_path = Command::new("componentize-js")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if on_path {
-        return Ok("componentize-js".into());
+    if let Some(tool) = find_tool(
+        "WEIR_JS_DIR",
+        "js-tools",
+        "node_modules/.bin/componentize-js",
+        "componentize-js",
+    ) {
+        return Ok(tool);
     }
     bail!(
         "componentize-js is missing: JavaScript plugins are built with it (and Node.js). \

@@ -2,6 +2,7 @@
 //! a Python plugin (an `app.py`) with componentize-py, a JavaScript plugin
 //! (an `app.js`) with componentize-js.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -147,6 +148,76 @@ fn find_component(messages: &[u8], manifest: &Path) -> Option<PathBuf> {
 /// (`build/`, `__pycache__/`) and hidden entries: Python and JavaScript
 /// plugins are built from such a copy, so that their toolchains' droppings
 /// stay out of the author's directory.
+/// A plugin's component, built by a tool of another language's (`tool`,
+/// for `language` plugins) into `OUT_DIR/NAME.wasm` (NAME: the directory's
+/// name; `OUT_DIR` defaults to `DIR/build`). `command` sets the tool up to
+/// write the component to the path it is given; the tool's messages go to
+/// stderr as they come.
+pub(crate) fn build_with_tool(
+    dir: &Path,
+    out_dir: Option<&Path>,
+    language: &str,
+    tool: &str,
+    command: impl FnOnce(&Path) -> Command,
+) -> anyhow::Result<PathBuf> {
+    let name = dir.file_name().map_or_else(
+        || "plugin".into(),
+        |n| n.to_string_lossy().replace('-', "_"),
+    );
+    let out_dir = out_dir.map_or_else(|| dir.join("build"), Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // Built beside the result and renamed, so that a concurrent build of
+    // the same plugin never leaves (or reads) half a component.
+    let staging = tempfile::Builder::new()
+        .prefix(".building-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a directory in {}", out_dir.display()))?;
+    let staged = staging.path().join(format!("{name}.wasm"));
+    let mut command = command(&staged);
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("running {}", command.get_program().to_string_lossy()))?;
+    if !status.success() || !staged.is_file() {
+        bail!(
+            "building the {language} plugin {} failed (see {tool}'s messages above)",
+            dir.display()
+        );
+    }
+    let out = out_dir.join(format!("{name}.wasm"));
+    std::fs::rename(&staged, &out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// A build tool: `RELATIVE` below where `scripts/setup.sh` installs it
+/// (`$ENV_VAR`, else `~/.cache/weir/DEFAULT_DIR`) if it is there, else
+/// `name` if it runs from `PATH`.
+pub(crate) fn find_tool(
+    env_var: &str,
+    default_dir: &str,
+    relative: &str,
+    name: &str,
+) -> Option<OsString> {
+    let installed = std::env::var_os(env_var).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".cache/weir").join(default_dir))
+    });
+    if let Some(tool) = installed
+        .map(|dir| dir.join(relative))
+        .filter(|tool| tool.is_file())
+    {
+        return Some(tool.into_os_string());
+    }
+    let on_path = Command::new(name)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success());
+    on_path.then(|| name.into())
+}
+
 pub(crate) fn copy_sources(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {

@@ -6,11 +6,11 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::plugin_build::copy_sources;
+use super::plugin_build::{build_with_tool, copy_sources, find_tool};
 
 /// The module componentize-py wraps: `app.py` in the plugin's directory.
 pub(crate) const APP_MODULE: &str = "app";
@@ -72,68 +72,34 @@ pub(crate) fn build_python(dir: &Path, out_dir: Option<&Path>) -> anyhow::Result
     // reads a copy, so the plugin's directory stays as its author left it.
     let app = sources.path().join("app");
     copy_sources(&dir, &app)?;
-    let name = dir.file_name().map_or_else(
-        || "plugin".into(),
-        |n| n.to_string_lossy().replace('-', "_"),
-    );
-    let out_dir = out_dir.map_or_else(|| dir.join("build"), Path::to_path_buf);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // Built beside the result and renamed, so that a concurrent build of
-    // the same plugin never leaves (or reads) half a component.
-    let staging = tempfile::Builder::new()
-        .prefix(".building-")
-        .tempdir_in(&out_dir)
-        .with_context(|| format!("creating a directory in {}", out_dir.display()))?;
-    let staged = staging.path().join(format!("{name}.wasm"));
-    let status = Command::new(&tool)
-        .current_dir(&app)
-        .arg("--quiet")
-        .arg("--wit-path")
-        .arg(sources.path().join("wit"))
-        .args(["--world", "processor", "componentize", APP_MODULE])
-        .arg("--python-path")
-        .arg(&app)
-        .arg("--python-path")
-        .arg(sources.path().join("python"))
-        .arg("--output")
-        .arg(&staged)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
-        .with_context(|| format!("running {}", tool.to_string_lossy()))?;
-    if !status.success() {
-        bail!(
-            "building the Python plugin {} failed (see componentize-py's messages above)",
-            dir.display()
-        );
-    }
-    let out = out_dir.join(format!("{name}.wasm"));
-    std::fs::rename(&staged, &out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(out)
+    build_with_tool(&dir, out_dir, "Python", "componentize-py", |staged| {
+        let mut command = Command::new(&tool);
+        command
+            .current_dir(&app)
+            .arg("--quiet")
+            .arg("--wit-path")
+            .arg(sources.path().join("wit"))
+            .args(["--world", "processor", "componentize", APP_MODULE])
+            .arg("--python-path")
+            .arg(&app)
+            .arg("--python-path")
+            .arg(sources.path().join("python"))
+            .arg("--output")
+            .arg(staged);
+        command
+    })
 }
 
 /// componentize-py from the venv `scripts/setup.sh` makes
 /// (`$WEIR_PY_VENV`, else `~/.cache/weir/py-venv`), else from `PATH`.
 fn componentize_py() -> anyhow::Result<OsString> {
-    let venv = std::env::var_os("WEIR_PY_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/weir/py-venv"))
-        });
-    if let Some(tool) = venv
-        .map(|venv| venv.join("bin/componentize-py"))
-        .filter(|tool| tool.is_file())
-    {
-        return Ok(tool.into_os_string());
-    }
-    let on_path = Command::new("componentize-py")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if on_path {
-        return Ok("componentize-py".into());
+    if let Some(tool) = find_tool(
+        "WEIR_PY_VENV",
+        "py-venv",
+        "bin/componentize-py",
+        "componentize-py",
+    ) {
+        return Ok(tool);
     }
     bail!(
         "componentize-py is missing: Python plugins are built with it. Install it with \
