@@ -7,43 +7,16 @@ use std::sync::OnceLock;
 
 use serde_json::json;
 
+use crate::run_pipeline::check_w2_at_one_million;
 use crate::state::check_state_probe;
-use crate::support::{WEIR, cache_dir, read_jsonl, toml_path, weir_run};
-
-const BASE_TS: i64 = 1_700_000_000_000;
+use crate::support::{WEIR, build_plugin, cache_dir, read_jsonl, toml_path, weir_run};
 
 /// CPython interprets inside wasm: a batch of 1 024 events can take about
 /// 100 ms on a loaded 2-core machine, the default deadline per call.
 const PYTHON_LIMITS: &str = "[limits]\ncall_timeout_ms = 2000\n";
 
-/// Builds `plugins/NAME` with `weir plugin build`, once per test run, into
-/// the target directory (not the source tree, whose changes would make the
-/// next `cargo test` rebuild the plugin artifacts).
 fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
-    slot.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins")
-            .join(name);
-        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-plugins");
-        let output = Command::new(WEIR)
-            .args(["plugin", "build"])
-            .arg(&dir)
-            .arg("--out-dir")
-            .arg(&out_dir)
-            .output()
-            .expect("running weir plugin build");
-        assert!(
-            output.status.success(),
-            "weir plugin build {} failed (is componentize-py installed? run scripts/setup.sh):\n{}",
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let built = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-        assert!(built.starts_with(&out_dir), "{}", built.display());
-        built
-    })
-    .to_str()
-    .unwrap()
+    build_plugin(name, "componentize-py", slot)
 }
 
 fn fraud_detector_py() -> &'static str {
@@ -58,38 +31,7 @@ fn state_probe_py() -> &'static str {
 
 #[test]
 fn the_python_fraud_detector_gives_the_reference_alerts_at_one_million_events() {
-    let spec = format!(
-        r#"
-name = "fraud-py"
-parallelism = 2
-[source]
-kind = "generator"
-events = 1000000
-[event_time]
-field = "/ts"
-[key_by]
-field = "/user_id"
-[plugin]
-wasm = {wasm}
-config = {{ threshold = 5, window_ms = 60000 }}
-[[sink]]
-output = "alerts"
-kind = "file"
-path = "alerts.jsonl"
-{PYTHON_LIMITS}"#,
-        wasm = toml_path(fraud_detector_py())
-    );
-    let run = weir_run(&spec, &[]);
-    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
-    let alerts = run.lines("alerts.jsonl");
-    assert_eq!(alerts.len(), 2_056);
-    let users: u64 = alerts.iter().map(|a| a["user_id"].as_u64().unwrap()).sum();
-    let ts: i64 = alerts
-        .iter()
-        .map(|a| a["ts"].as_i64().unwrap() - BASE_TS)
-        .sum();
-    assert_eq!(users, 103_597_187);
-    assert_eq!(ts, 1_073_632_637);
+    let run = check_w2_at_one_million(fraud_detector_py(), 2, PYTHON_LIMITS);
     // The same JSON shape as the Rust plugin's, field order included.
     let first = std::fs::read_to_string(run.path("alerts.jsonl")).unwrap();
     let first = first.lines().next().unwrap();
@@ -98,13 +40,6 @@ path = "alerts.jsonl"
         "{first}"
     );
     let summary = run.summary();
-    assert_eq!(summary["events_in"], 1_000_000);
-    assert_eq!(summary["keys_in_state"], 0);
-    assert_eq!(summary["pending_event_timers"], 0);
-    assert!(
-        summary["errors"].as_object().unwrap().is_empty(),
-        "{summary}"
-    );
     eprintln!(
         "fraud-detector-py: {:.0} events/s at parallelism 2",
         summary["events_per_s"].as_f64().unwrap()

@@ -1,11 +1,13 @@
 //! The reference workloads through `weir run`: their figures are fixed.
 
-use crate::support::{toml_path, weir_run, weir_run_with_env};
+use crate::support::{Run, toml_path, weir_run, weir_run_with_env};
 use weir_test_artifacts::{AMOUNT_FILTER, FRAUD_DETECTOR, PASSTHROUGH};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
-fn w2_spec(events: u64, parallelism: u32) -> String {
+/// W2 over `events` generated events through the component `wasm`; `extra`
+/// is appended to the spec (a `[limits]` section, say).
+fn w2_spec(wasm: &str, events: u64, parallelism: u32, extra: &str) -> String {
     format!(
         r#"
 name = "fraud"
@@ -24,13 +26,15 @@ config = {{ threshold = 5, window_ms = 60000 }}
 output = "alerts"
 kind = "file"
 path = "alerts.jsonl"
-"#,
-        wasm = toml_path(FRAUD_DETECTOR)
+{extra}"#,
+        wasm = toml_path(wasm)
     )
 }
 
-fn check_w2_at_one_million(parallelism: u32) {
-    let run = weir_run(&w2_spec(1_000_000, parallelism), &[]);
+/// Runs W2 on 1 M events through `wasm` and checks the reference figures;
+/// returns the run for more checks.
+pub(crate) fn check_w2_at_one_million(wasm: &str, parallelism: u32, extra: &str) -> Run {
+    let run = weir_run(&w2_spec(wasm, 1_000_000, parallelism, extra), &[]);
     assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
     let alerts = run.lines("alerts.jsonl");
     assert_eq!(alerts.len(), 2_056);
@@ -51,16 +55,17 @@ fn check_w2_at_one_million(parallelism: u32) {
         summary["errors"].as_object().unwrap().is_empty(),
         "{summary}"
     );
+    run
 }
 
 #[test]
 pub fn fraud_detector() {
-    check_w2_at_one_million(1);
+    check_w2_at_one_million(FRAUD_DETECTOR, 1, "");
 }
 
 #[test]
 fn fraud_detector_gives_the_same_alerts_at_parallelism_two() {
-    check_w2_at_one_million(2);
+    check_w2_at_one_million(FRAUD_DETECTOR, 2, "");
 }
 
 #[test]

@@ -91,3 +91,38 @@ pub fn cache_dir() -> PathBuf {
 pub fn toml_path(path: &str) -> String {
     format!("{path:?}")
 }
+
+/// Builds `plugins/NAME` (a Python or JavaScript plugin, made with `tool`)
+/// with `weir plugin build`, once per test run, into the target directory
+/// (not the source tree, whose changes would make the next `cargo test`
+/// rebuild the plugin artifacts).
+pub fn build_plugin(
+    name: &str,
+    tool: &str,
+    slot: &'static std::sync::OnceLock<PathBuf>,
+) -> &'static str {
+    slot.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins")
+            .join(name);
+        let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("built-plugins");
+        let output = Command::new(WEIR)
+            .args(["plugin", "build"])
+            .arg(&dir)
+            .arg("--out-dir")
+            .arg(&out_dir)
+            .output()
+            .expect("running weir plugin build");
+        assert!(
+            output.status.success(),
+            "weir plugin build {} failed (is {tool} installed? run scripts/setup.sh):\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let built = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+        assert!(built.starts_with(&out_dir), "{}", built.display());
+        built
+    })
+    .to_str()
+    .unwrap()
+}
