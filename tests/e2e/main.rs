@@ -4,6 +4,7 @@ mod client;
 mod event_time;
 mod fake_server;
 mod js;
+mod plugin_new;
 mod plugins_extra;
 mod python;
 mod recovery;

@@ -26,6 +26,7 @@ pub use error::ApiError;
 pub use pipelines::Pipelines;
 pub use registry::{PluginInfo, Registry, WORLD};
 pub use routes::{AppState, DEFAULT_BODY_LIMIT, EVENTS_BODY_LIMIT, PLUGIN_BODY_LIMIT, router};
+pub(crate) use state_view::states_json;
 
 use crate::engine::Engine;
 

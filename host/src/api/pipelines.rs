@@ -350,6 +350,7 @@ impl Pipelines {
             stop_after: None,
             report: Some(|line| tracing::info!("{line}")),
             ingest: managed.ingest.clone(),
+            inspect: false,
         };
         let pipeline = Pipeline::start(&self.engine, &spec, &component, Instant::now(), options)
             .map_err(|e| match e {

@@ -6,6 +6,8 @@ mod event_batches;
 mod js_build;
 mod pipeline_view;
 mod plugin_build;
+mod plugin_new;
+mod plugin_test;
 mod python_build;
 mod remote;
 mod remote_pipeline;
@@ -62,6 +64,13 @@ enum PluginCommand {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Create a ready-to-build plugin project (with sample events and a
+    /// sample test) in Rust, Python or JavaScript.
+    New(plugin_new::NewArgs),
+    /// Run a plugin on sample events in the real host (memory state, one
+    /// subtask) and print every output record, side outputs included, and
+    /// each key's final state.
+    Test(plugin_test::TestArgs),
     /// Upload a component to a `weir serve`'s plugin registry.
     Upload(remote_plugin::UploadArgs),
     /// List the plugins of a `weir serve`.
@@ -78,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => crate::api::serve(args),
         Command::Savepoint(command) => savepoint::run(command),
         Command::Pipeline(command) => remote_pipeline::run(command),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new::new(args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test::test(args),
         Command::Plugin(PluginCommand::Upload(args)) => remote_plugin::upload(args),
         Command::Plugin(PluginCommand::List(args)) => remote_plugin::list(args),
         Command::Plugin(PluginCommand::Delete(args)) => remote_plugin::delete(args),

@@ -81,6 +81,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         stop_after: args.stop_after,
         report: Some(|line| eprintln!("  {line}")),
         ingest: None,
+        inspect: false,
     };
     let pipeline = Pipeline::start(&engine, &spec, &component, started, options)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;

@@ -6,8 +6,8 @@
 //! memory. An output nobody sinks is counted and reported in the summary.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -87,6 +87,11 @@ pub(crate) enum SinkMessage {
     Barrier { producer: usize, id: u64 },
 }
 
+/// A copy of every record of every output, with its output's name, in the
+/// order producers sent them: what `weir plugin test` shows. Only for small
+/// inputs (`RunOptions::inspect`): it grows without bound.
+pub(crate) type Captured = Arc<Mutex<Vec<(String, OutputRecord)>>>;
+
 /// Where each output's records go: a producer-side handle, one per task.
 #[derive(Clone)]
 pub(crate) struct OutputRouter {
@@ -94,15 +99,20 @@ pub(crate) struct OutputRouter {
     sinks: FxHashMap<String, Vec<Sender<SinkMessage>>>,
     /// Every sink once, for barriers.
     all: Vec<Sender<SinkMessage>>,
+    captured: Option<Captured>,
 }
 
 impl OutputRouter {
-    pub(crate) fn new(sinks: FxHashMap<String, Vec<Sender<SinkMessage>>>) -> Self {
+    pub(crate) fn new(
+        sinks: FxHashMap<String, Vec<Sender<SinkMessage>>>,
+        captured: Option<Captured>,
+    ) -> Self {
         let all = sinks.values().flatten().cloned().collect();
         Self {
             producer: 0,
             sinks,
             all,
+            captured,
         }
     }
 
@@ -138,6 +148,10 @@ impl OutputRouter {
             return Ok(());
         }
         metrics.add_output(output, records.len() as u64);
+        if let Some(captured) = &self.captured {
+            let copies = records.iter().map(|r| (output.to_owned(), r.clone()));
+            captured.lock().expect("capture lock").extend(copies);
+        }
         let Some(senders) = self.sinks.get(output) else {
             return Ok(());
         };

@@ -21,17 +21,17 @@ use super::coordinator::{
     Ack, CheckpointStats, CompletedCheckpoint, Coordinator, PipelineIdentity,
 };
 use super::key_groups::key_group_range;
-use super::outputs::{OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
+use super::outputs::{Captured, OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
 use super::sink_task::SinkTask;
 use super::source_task::{SourceCheckpointing, SourceProgress, SourceTask};
-use super::subtask::{Subtask, SubtaskConfig, SubtaskReport};
+use super::subtask::{KeyStateView, Subtask, SubtaskConfig, SubtaskReport};
 use super::subtask_host::SubtaskHost;
 use super::timer_service::TimeDomain;
 use super::watermarks::WatermarkTracker;
 use crate::checkpoint::{
     self, BackendConfig, CheckpointStore, LoadedCheckpoint, PluginIdentity, SnapshotKind,
 };
-use crate::connectors::{self, SinkMode, SinkState};
+use crate::connectors::{self, OutputRecord, SinkMode, SinkState};
 use crate::engine::Engine;
 use crate::spec::{PipelineSpec, SinkSpec};
 use crate::state::RocksDbOptions;
@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub report: Option<fn(&str)>,
     /// The ingest log an `http` source reads.
     pub ingest: Option<Arc<connectors::IngestLog>>,
+    /// Keep a copy of every output record and report every key's final
+    /// state in the summary (`weir plugin test`; small inputs only).
+    pub inspect: bool,
 }
 
 /// What a finished run reports.
@@ -78,6 +81,11 @@ pub struct RunSummary {
     pub checkpoints: Option<CheckpointStats>,
     /// True if the run stopped at `stop_after` rather than the end of input.
     pub stopped: bool,
+    /// With `RunOptions::inspect`: every output record, with its output's
+    /// name, in the order they were produced (per producer).
+    pub captured: Vec<(String, OutputRecord)>,
+    /// With `RunOptions::inspect`: the state of every key at the end, by key.
+    pub final_state: Vec<(Vec<u8>, KeyStateView)>,
 }
 
 /// A pipeline whose plugin is loaded and opened, ready to run.
@@ -94,6 +102,7 @@ pub struct Pipeline {
     coordinator: Option<(Coordinator, Receiver<Ack>, Receiver<CheckpointRequest>)>,
     drained: Arc<AtomicUsize>,
     control: PipelineControl,
+    captured: Option<Captured>,
 }
 
 impl Pipeline {
@@ -161,13 +170,15 @@ impl Pipeline {
                 },
             ));
         }
-        let router = OutputRouter::new(senders);
+        let captured = options.inspect.then(Captured::default);
+        let router = OutputRouter::new(senders, captured.clone());
 
         let plugin_config: Arc<str> = spec.plugin.config.to_string().into();
         let config = Arc::new(SubtaskConfig {
             memory_bytes: (spec.limits.memory_mb as usize) << 20,
             call_timeout_ms: spec.limits.call_timeout_ms,
             on_error: spec.on_error,
+            inspect: options.inspect,
         });
         let restored_watermark =
             restore.map_or(i64::MIN, |r| r.manifest.source.watermarks.watermark);
@@ -339,6 +350,7 @@ impl Pipeline {
             coordinator,
             drained,
             control,
+            captured,
         })
     }
 
@@ -366,6 +378,7 @@ impl Pipeline {
             coordinator,
             drained,
             control,
+            captured,
         } = self;
         // The source ends when the input does; a swap after that fails.
         drop(control);
@@ -529,6 +542,14 @@ impl Pipeline {
             wall_time: run_started.elapsed(),
             checkpoints: checkpoint_stats,
             stopped,
+            captured: captured.map_or_else(Vec::new, |c| {
+                std::mem::take(&mut *c.lock().expect("capture lock"))
+            }),
+            final_state: {
+                let mut keys: Vec<_> = reports.into_iter().flat_map(|r| r.final_state).collect();
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                keys
+            },
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::checkpoint::{self, PluginIdentity};
 use crate::connectors::OutputRecord;
 use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
-use crate::state::MapEntries;
+use crate::state::{MapEntries, StateEntry, StateError};
 
 /// What the source sends a subtask.
 pub(crate) enum SubtaskInput {
@@ -99,6 +99,8 @@ pub struct SubtaskReport {
     pub keys_in_state: u64,
     pub pending_event_timers: u64,
     pub discarded_processing_timers: u64,
+    /// Every key's state at the end, by key, if the run inspects.
+    pub final_state: Vec<(Vec<u8>, KeyStateView)>,
 }
 
 /// The control's decision in a two-phase swap: switch or not, and where to
@@ -131,6 +133,8 @@ pub(crate) struct SubtaskConfig {
     pub(crate) memory_bytes: usize,
     pub(crate) call_timeout_ms: u64,
     pub(crate) on_error: OnError,
+    /// Report the state of every key at the end (`RunOptions::inspect`).
+    pub(crate) inspect: bool,
 }
 
 pub(crate) struct Subtask {
@@ -297,12 +301,13 @@ impl Subtask {
                     key_group,
                     reply,
                 }) => {
-                    let _ = reply.send(self.query(&key, key_group));
+                    let view = self.key_view(&key, key_group);
+                    let _ = reply.send(view.map_err(|e| e.to_string()));
                 }
                 Some(SubtaskInput::Barrier { id, dir, stop }) => {
                     self.checkpoint(id, &dir)?;
                     if stop {
-                        return Ok(self.finish());
+                        return self.finish();
                     }
                 }
                 Some(SubtaskInput::End { checkpoint }) => {
@@ -310,10 +315,10 @@ impl Subtask {
                     if let Some((id, dir)) = checkpoint {
                         self.checkpoint(id, &dir)?;
                     }
-                    return Ok(self.finish());
+                    return self.finish();
                 }
                 // The source stopped without `End`: it failed, and reports why.
-                None => return Ok(self.finish()),
+                None => return self.finish(),
             }
         }
     }
@@ -433,13 +438,10 @@ impl Subtask {
         Err(fail(instance, format!("open failed: {refused}")))
     }
 
-    fn query(&mut self, key: &[u8], key_group: u16) -> Result<KeyStateView, String> {
+    fn key_view(&mut self, key: &[u8], key_group: u16) -> Result<KeyStateView, StateError> {
         let index = self.index;
         let host = self.instance().host();
-        let state = host
-            .backend
-            .key_state(key_group, key)
-            .map_err(|e| e.to_string())?;
+        let state = host.backend.key_state(key_group, key)?;
         let name = |id| host.catalog.name(id).to_owned();
         let mut states: Vec<NamedState> = Vec::new();
         states.extend(
@@ -501,14 +503,36 @@ impl Subtask {
         self.router.barrier(id).map_err(sink_gone)
     }
 
-    fn finish(&mut self) -> SubtaskReport {
+    fn finish(&mut self) -> Result<SubtaskReport, PipelineError> {
+        let final_state = if self.config.inspect {
+            self.every_key_state()?
+        } else {
+            Vec::new()
+        };
         let host = self.instance.as_mut().expect("instance present").host();
         self.metrics.add_counters(&mut host.counters);
-        SubtaskReport {
+        Ok(SubtaskReport {
             keys_in_state: host.backend.key_count(),
             pending_event_timers: host.timers.len(TimeDomain::EventTime) as u64,
             discarded_processing_timers: host.timers.len(TimeDomain::ProcessingTime) as u64,
-        }
+            final_state,
+        })
+    }
+
+    /// The state of every key this subtask holds, ordered by key.
+    fn every_key_state(&mut self) -> Result<Vec<(Vec<u8>, KeyStateView)>, PipelineError> {
+        let mut keys = std::collections::BTreeSet::new();
+        let host = self.instance().host();
+        host.backend.export(&mut |entry| {
+            let (StateEntry::Value { kg, key, .. }
+            | StateEntry::MapEntry { kg, key, .. }
+            | StateEntry::List { kg, key, .. }) = entry;
+            keys.insert((key, kg));
+            Ok(())
+        })?;
+        keys.into_iter()
+            .map(|(key, kg)| Ok((key.clone(), self.key_view(&key, kg)?)))
+            .collect()
     }
 
     fn handle_events(
