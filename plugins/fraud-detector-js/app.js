@@ -6,14 +6,20 @@
 // `alerts`. An event-time timer at the window's end clears it, and a
 // transaction at or after the end opens a new window even if that timer has
 // not fired yet (the watermark may lag behind the events).
+//
+// State version 1: the window is JSON. A swap from the Rust fraud detector
+// (state version 0, postcard) migrates its windows, so a running pipeline
+// can move from Rust to JavaScript (or Python) with its windows intact.
 
-import { PluginError, Processor, ValueState, exportProcessor } from "weir-sdk";
+import { PluginError, Processor, ValueState, encodeStored, exportProcessor } from "weir-sdk";
 
 const ALERTS = "alerts";
 const WINDOW_STATE = "window";
 const DEFAULTS = { threshold: 5, window_ms: 60_000 };
 
 class FraudDetector extends Processor {
+  static STATE_VERSION = 1;
+
   open(config) {
     const unknown = Object.keys(config)
       .filter((field) => !(field in DEFAULTS))
@@ -55,6 +61,50 @@ class FraudDetector extends Processor {
       this.window.clear();
     }
   }
+
+  migrate(fromVersion, state, value) {
+    if (fromVersion !== 0 || state !== WINDOW_STATE) {
+      throw new PluginError(`no migration of '${state}' from state version ${fromVersion}`);
+    }
+    return encodeStored(windowFromVersion0(value));
+  }
+}
+
+// A window of state version 0: JSON from an earlier Python or JavaScript
+// detector, or the Rust detector's postcard `Window { start: i64, count: u32 }`
+// (zigzag varint, then varint). Postcard bytes of a window never parse as a
+// JSON object.
+function windowFromVersion0(value) {
+  try {
+    const window = JSON.parse(new TextDecoder().decode(value));
+    if (window !== null && typeof window === "object" && "start" in window && "count" in window) {
+      return { start: window.start, count: window.count };
+    }
+  } catch {
+    // Not JSON: postcard.
+  }
+  const [zigzag, at] = readVarint(value, 0);
+  const [count, end] = readVarint(value, at);
+  if (end !== value.length) {
+    throw new PluginError(`a window of state version 0 has ${value.length - end} bytes too many`);
+  }
+  // Numbers, not bit operations (those are 32-bit): event times need 41 bits.
+  const start = zigzag % 2 === 0 ? zigzag / 2 : -(zigzag + 1) / 2;
+  return { start, count };
+}
+
+// An unsigned LEB128 varint of `data` at `at`, and where it ends.
+function readVarint(data, at) {
+  let value = 0;
+  for (let scale = 1; at < data.length && scale < 2 ** 56; scale *= 128) {
+    const byte = data[at];
+    at += 1;
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) {
+      return [value, at];
+    }
+  }
+  throw new PluginError("a window of state version 0 ends inside a varint");
 }
 
 function integer(config, field) {

@@ -6,9 +6,15 @@ key), a window opens at the first transaction and lasts `window_ms`; the
 `alerts`. An event-time timer at the window's end clears it, and a
 transaction at or after the end opens a new window even if that timer has
 not fired yet (the watermark may lag behind the events).
+
+State version 1: the window is JSON. A swap from the Rust fraud detector
+(state version 0, postcard) migrates its windows, so a running pipeline
+can move from Rust to Python (or JavaScript) with its windows intact.
 """
 
-from weir_sdk import PluginError, Processor, ValueState, export
+import json
+
+from weir_sdk import PluginError, Processor, ValueState, encode_stored, export
 
 ALERTS = "alerts"
 WINDOW_STATE = "window"
@@ -16,6 +22,8 @@ DEFAULTS = {"threshold": 5, "window_ms": 60_000}
 
 
 class FraudDetector(Processor):
+    STATE_VERSION = 1
+
     def open(self, config):
         unknown = sorted(set(config) - set(DEFAULTS))
         if unknown:
@@ -46,6 +54,42 @@ class FraudDetector(Processor):
         window = self.window.get()
         if window is not None and timer.timestamp == window["start"] + self.window_ms:
             self.window.clear()
+
+    def migrate(self, from_version, state, value):
+        if from_version != 0 or state != WINDOW_STATE:
+            raise PluginError(f"no migration of {state!r} from state version {from_version}")
+        return encode_stored(window_from_version_0(value))
+
+
+def window_from_version_0(value):
+    """A window of state version 0: JSON from an earlier Python or
+    JavaScript detector, or the Rust detector's postcard `Window { start:
+    i64, count: u32 }` (zigzag varint, then varint). Postcard bytes of a
+    window never parse as a JSON object."""
+    try:
+        window = json.loads(value)
+        if isinstance(window, dict) and set(window) == {"start", "count"}:
+            return window
+    except ValueError:
+        pass
+    zigzag, at = read_varint(value, 0)
+    count, at = read_varint(value, at)
+    if at != len(value):
+        raise PluginError(f"a window of state version 0 has {len(value) - at} bytes too many")
+    return {"start": (zigzag >> 1) ^ -(zigzag & 1), "count": count}
+
+
+def read_varint(data, at):
+    """An unsigned LEB128 varint of `data` at `at`, and where it ends."""
+    value = shift = 0
+    while at < len(data) and shift < 70:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+    raise PluginError("a window of state version 0 ends inside a varint")
 
 
 def user_and_time(ctx, event):

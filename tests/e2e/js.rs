@@ -21,7 +21,7 @@ fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
     build_plugin(name, "componentize-js", slot)
 }
 
-fn fraud_detector_js() -> &'static str {
+pub(crate) fn fraud_detector_js() -> &'static str {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     build("fraud-detector-js", &BUILT)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `weir` binary, real plugin components.
 
 mod client;
+mod cross_language;
 mod event_time;
 mod fake_server;
 mod js;

@@ -19,7 +19,7 @@ fn build(name: &str, slot: &'static OnceLock<PathBuf>) -> &'static str {
     build_plugin(name, "componentize-py", slot)
 }
 
-fn fraud_detector_py() -> &'static str {
+pub(crate) fn fraud_detector_py() -> &'static str {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     build("fraud-detector-py", &BUILT)
 }

@@ -192,7 +192,7 @@ fn events(from: u64, count: u64, users: u64) -> Vec<u8> {
 }
 
 /// Sends `body`, retrying while the server answers 429.
-fn send(server: &Server, pipeline: &str, body: &[u8]) -> u64 {
+pub(crate) fn send(server: &Server, pipeline: &str, body: &[u8]) -> u64 {
     loop {
         let (code, answer) = server.call(
             "POST",
@@ -212,7 +212,12 @@ fn send(server: &Server, pipeline: &str, body: &[u8]) -> u64 {
 /// (The sink appends a checkpoint's records just after the checkpoint
 /// completes, so a reader can catch an append half done: only whole lines
 /// count.)
-fn committed_output(server: &Server, pipeline: &str, out: &Path, expected: usize) -> Vec<Value> {
+pub(crate) fn committed_output(
+    server: &Server,
+    pipeline: &str,
+    out: &Path,
+    expected: usize,
+) -> Vec<Value> {
     let (code, c) = server.call(
         "POST",
         &format!("/v1/pipelines/{pipeline}/checkpoints"),

@@ -447,10 +447,11 @@ impl Pipelines {
             RunState::Finished => ("finished", None),
             RunState::Failed(e) => ("failed", Some(e.clone())),
         };
-        let (digest, config) = match &run.control {
+        // The state version is known only while the plugin runs.
+        let (digest, config, state_version) = match &run.control {
             Some(control) => {
                 let p = control.plugin();
-                (p.digest, p.config)
+                (p.digest, p.config, Some(p.state_version))
             }
             None => (
                 record.spec["plugin"]["digest"]
@@ -458,6 +459,7 @@ impl Pipelines {
                     .unwrap_or_default()
                     .to_owned(),
                 record.spec["plugin"]["config"].clone(),
+                None,
             ),
         };
         let info = self.registry.get(&digest);
@@ -472,6 +474,7 @@ impl Pipelines {
                 "name": info.as_ref().map(|i| i.name.clone()),
                 "version": info.as_ref().map(|i| i.version.clone()),
                 "config": if config.is_null() { json!({}) } else { config },
+                "state_version": state_version,
             },
             "events_in": 0,
             "events_per_s": 0.0,
