@@ -321,12 +321,12 @@ export class Context {
 
   /** The event-time watermark: no event at or before it is expected any more. */
   watermark() {
-    return Number(hostTimers.currentWatermark());
+    return fromS64(hostTimers.currentWatermark());
   }
 
   /** The host's wall clock, in ms since the Unix epoch. */
   processingTime() {
-    return Number(hostTimers.currentProcessingTime());
+    return fromS64(hostTimers.currentProcessingTime());
   }
 
   /** Fires `onTimer` for this key once the watermark reaches `timestamp`. */
@@ -540,7 +540,13 @@ function refusal(message) {
 }
 
 function optionalTime(timestamp) {
-  return timestamp === undefined || timestamp === null ? undefined : Number(timestamp);
+  return timestamp === undefined || timestamp === null ? undefined : fromS64(timestamp);
+}
+
+// componentize-js 0.23 lifts a negative s64 as its unsigned value (the
+// watermark starts at i64::MIN): reinterpret the 64 bits as signed.
+function fromS64(value) {
+  return Number(BigInt.asIntN(64, BigInt(value)));
 }
 
 /** The `handler` export for `ProcessorClass`. In the plugin's module:
@@ -597,7 +603,7 @@ export function exportProcessor(ProcessorClass) {
     onTimer(fired) {
       const instance = current();
       return runBatch(fired, (timer) => {
-        const timestamp = Number(timer.timestamp);
+        const timestamp = fromS64(timer.timestamp);
         instance.onTimer(
           new Context(timer.key, timestamp),
           new Timer(timer.key, timestamp, timer.domain),

@@ -11,6 +11,7 @@ mod python;
 mod recovery;
 mod run_pipeline;
 mod sandbox;
+mod sdk_timers;
 mod serve;
 mod spec_errors;
 mod state;

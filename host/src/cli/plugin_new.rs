@@ -179,6 +179,10 @@ mod tests {
 
     #[test]
     fn the_sdk_path_is_quoted_for_toml() {
-        assert_eq!(toml_string(Path::new("/a/b \"c\"")), r#""/a/b \"c\"""#);
+        for path in ["/a/b", "/a/b \"c\"", "/it's/here", r"C:\sdk"] {
+            let line = format!("path = {}", toml_string(Path::new(path)));
+            let parsed: toml::Table = toml::from_str(&line).unwrap();
+            assert_eq!(parsed["path"].as_str(), Some(path), "{line}");
+        }
     }
 }

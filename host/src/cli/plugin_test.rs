@@ -264,8 +264,8 @@ mod tests {
         assert_eq!(
             differences(&expected, &actual),
             [
-                "/outputs/main/1/value: expected 2, got 3",
                 "/events_in: expected 2, missing",
+                "/outputs/main/1/value: expected 2, got 3",
                 "/errors: not expected, got {}",
             ]
         );
