@@ -26,7 +26,8 @@ pub const PLUGIN_BODY_LIMIT: usize = 64 << 20;
 pub const EVENTS_BODY_LIMIT: usize = 16 << 20;
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 /// Time limits: most requests answer at once; those that wait for the
-/// stream (swap, checkpoint, savepoint, stop, start) get longer.
+/// stream (swap, checkpoint, savepoint, stop, start) or compile (upload)
+/// get longer.
 const QUICK: Duration = Duration::from_secs(30);
 const PATIENT: Duration = Duration::from_secs(600);
 
@@ -66,10 +67,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     let quick = Router::new()
         .route("/v1/plugins", get(list_plugins))
         .route(
-            "/v1/plugins",
-            post(upload_plugin).layer(DefaultBodyLimit::max(PLUGIN_BODY_LIMIT)),
-        )
-        .route(
             "/v1/plugins/{digest}",
             get(get_plugin).delete(delete_plugin),
         )
@@ -90,6 +87,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             limit_time(QUICK, req, next)
         }));
     let patient = Router::new()
+        // Compiling a component with an interpreter inside (a 36 MB Python
+        // one) takes tens of seconds on a small machine.
+        .route(
+            "/v1/plugins",
+            post(upload_plugin).layer(DefaultBodyLimit::max(PLUGIN_BODY_LIMIT)),
+        )
         .route(
             "/v1/pipelines/{name}/plugin",
             put(command!(Pipelines::swap, ok)),
