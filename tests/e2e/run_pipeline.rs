@@ -31,13 +31,10 @@ path = "alerts.jsonl"
     )
 }
 
-/// Runs W2 on 1 M events through `wasm` and checks the reference figures;
-/// returns the run for more checks.
-pub(crate) fn check_w2_at_one_million(wasm: &str, parallelism: u32, extra: &str) -> Run {
-    let run = weir_run(&w2_spec(wasm, 1_000_000, parallelism, extra), &[]);
-    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
-    let alerts = run.lines("alerts.jsonl");
-    assert_eq!(alerts.len(), 2_056);
+/// The W2 alerts of the first 1 M generator events: 2 056 of them, with
+/// these sums of users and of times (in any order).
+pub(crate) fn assert_reference_alerts(alerts: &[serde_json::Value]) {
+    assert_eq!(alerts.len(), 2_056, "the reference alerts");
     let users: u64 = alerts.iter().map(|a| a["user_id"].as_u64().unwrap()).sum();
     let ts: i64 = alerts
         .iter()
@@ -45,6 +42,14 @@ pub(crate) fn check_w2_at_one_million(wasm: &str, parallelism: u32, extra: &str)
         .sum();
     assert_eq!(users, 103_597_187);
     assert_eq!(ts, 1_073_632_637);
+}
+
+/// Runs W2 on 1 M events through `wasm` and checks the reference figures;
+/// returns the run for more checks.
+pub(crate) fn check_w2_at_one_million(wasm: &str, parallelism: u32, extra: &str) -> Run {
+    let run = weir_run(&w2_spec(wasm, 1_000_000, parallelism, extra), &[]);
+    assert!(run.succeeded(), "weir run failed:\n{}", run.stderr());
+    assert_reference_alerts(&run.lines("alerts.jsonl"));
     let summary = run.summary();
     assert_eq!(summary["events_in"], 1_000_000);
     assert_eq!(run.output_count("alerts"), 2_056);
