@@ -200,3 +200,107 @@ pub(super) fn validate_sink(i: usize, spec: &KafkaSinkSpec) -> Result<(), SpecEr
     }
     check_properties(&path, &spec.properties, SINK_OWNED)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::{PipelineSpec, SinkSpec, SourceSpec};
+
+    const KAFKA: &str = r#"
+        name = "fraud"
+        [source]
+        kind = "kafka"
+        brokers = "127.0.0.1:9092"
+        topics = ["transactions"]
+        group = "weir-fraud"
+        [event_time]
+        field = "record"
+        [key_by]
+        field = "record-key"
+        [plugin]
+        wasm = "fraud.wasm"
+        [[sink]]
+        output = "alerts"
+        kind = "kafka"
+        brokers = "127.0.0.1:9092"
+        topic = "alerts"
+    "#;
+
+    fn error_of(text: &str) -> String {
+        PipelineSpec::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_kafka_pipeline_may_key_and_time_by_the_record() {
+        let spec = PipelineSpec::from_toml(KAFKA).unwrap();
+        let SourceSpec::Kafka(source) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        assert_eq!(source.start, super::KafkaStart::Earliest);
+        assert!(!source.bounded);
+        assert!(matches!(&spec.sinks[0], SinkSpec::Kafka(k) if k.topic == "alerts"));
+    }
+
+    #[test]
+    fn start_is_earliest_latest_or_a_timestamp() {
+        let with = |start: &str| {
+            KAFKA.replace(
+                "group = \"weir-fraud\"",
+                &format!("group = \"weir-fraud\"\nstart = {start}"),
+            )
+        };
+        let spec = PipelineSpec::from_toml(&with("1700000000000")).unwrap();
+        let SourceSpec::Kafka(source) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(
+            source.start,
+            super::KafkaStart::Timestamp(1_700_000_000_000)
+        );
+        let spec = PipelineSpec::from_toml(&with("\"latest\"")).unwrap();
+        let SourceSpec::Kafka(source) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(source.start, super::KafkaStart::Latest);
+        let err = error_of(&with("\"newest\""));
+        assert!(err.contains("earliest"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_is_refused_with_the_reason() {
+        let err = error_of(&KAFKA.replace(
+            "topic = \"alerts\"",
+            "topic = \"alerts\"\nexactly_once = true",
+        ));
+        assert!(err.starts_with("sink[0].exactly_once:"), "{err}");
+        assert!(err.contains("EndTxn"), "{err}");
+        assert!(err.contains("read_committed"), "{err}");
+    }
+
+    #[test]
+    fn properties_weir_owns_are_refused_with_their_path() {
+        let err = error_of(&KAFKA.replace(
+            "group = \"weir-fraud\"",
+            "group = \"weir-fraud\"\nproperties = { \"enable.auto.commit\" = \"true\" }",
+        ));
+        assert!(
+            err.starts_with("source.properties.enable.auto.commit:"),
+            "{err}"
+        );
+        let err = error_of(&KAFKA.replace(
+            "topic = \"alerts\"",
+            "topic = \"alerts\"\nproperties = { \"enable.idempotence\" = \"false\" }",
+        ));
+        assert!(
+            err.starts_with("sink[0].properties.enable.idempotence:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kafka_source_needs_topics_and_a_group() {
+        let err = error_of(&KAFKA.replace("[\"transactions\"]", "[]"));
+        assert!(err.starts_with("source.topics:"), "{err}");
+        let err = error_of(&KAFKA.replace("group = \"weir-fraud\"", "group = \"\""));
+        assert!(err.starts_with("source.group:"), "{err}");
+    }
+}

@@ -63,3 +63,6 @@ fn kafka_err(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError)
     let what = what.into();
     move |source| ConnectorError::Kafka { what, source }
 }
+
+#[cfg(test)]
+mod tests;
