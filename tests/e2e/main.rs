@@ -4,6 +4,7 @@ mod client;
 mod event_time;
 mod fake_server;
 mod js;
+mod kafka;
 mod plugins_extra;
 mod python;
 mod recovery;
@@ -14,6 +15,7 @@ mod spec_errors;
 mod state;
 mod support;
 mod swap;
+mod tansu;
 
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
 mod tested {
