@@ -9,6 +9,8 @@
 #                                the bootstrap address (127.0.0.1:PORT)
 #   scripts/kafka.sh stop [--dir DIR]
 #   scripts/kafka.sh status [--dir DIR]
+#   scripts/kafka.sh topic NAME [PARTITIONS] [--dir DIR]
+#                                create a topic on the running broker
 #   scripts/kafka.sh path        prints the tansu binary's path
 #
 # Every command is idempotent: install does nothing when the binary is there,
@@ -139,6 +141,24 @@ status() {
   fi
 }
 
+topic() {
+  local name="" partitions=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dir) state_dir="$2"; shift 2 ;;
+      *)
+        if [ -z "$name" ]; then name="$1"; else partitions="$1"; fi
+        shift
+        ;;
+    esac
+  done
+  [ -n "$name" ] || die "topic: name the topic"
+  running_pid >/dev/null || die "no broker is running; run: scripts/kafka.sh start"
+  "$tansu" topic create "$name" --partitions "$partitions" \
+    --broker "tcp://127.0.0.1:$(cat "$state_dir/port")" >/dev/null
+  echo "created topic $name with $partitions partitions"
+}
+
 command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -146,6 +166,7 @@ case "$command" in
   start) start "$@" ;;
   stop) stop "$@" ;;
   status) status "$@" ;;
+  topic) topic "$@" ;;
   path) echo "$tansu" ;;
-  *) die "usage: scripts/kafka.sh install|start [--port N] [--storage URL] [--dir DIR]|stop [--dir DIR]|status|path" ;;
+  *) die "usage: scripts/kafka.sh install|start [--port N] [--storage URL] [--dir DIR]|stop [--dir DIR]|status|topic NAME [PARTITIONS]|path" ;;
 esac

@@ -370,7 +370,7 @@ impl SourceTask {
                 Ok(id) => {
                     let done = c.started.iter().rposition(|(started, _)| *started <= id);
                     if let Some(at) = done {
-                        let (_, position) = c.started.drain(..=at).last().expect("one");
+                        let (_, position) = c.started.drain(..=at).next_back().expect("one");
                         if let Err(e) = self.source.checkpoint_complete(&position) {
                             tracing::warn!(checkpoint = id, "{e}");
                         }
