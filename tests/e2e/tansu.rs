@@ -176,31 +176,38 @@ impl Broker {
     }
 
     /// Writes `records` (key, value) and waits until all are acknowledged.
+    ///
+    /// tansu 0.6 answers ListOffsets(latest) with the base offset of the
+    /// newest record batch + 1, not the end of the log (so a bounded source
+    /// would stop short): the last records go one per batch, a few ms
+    /// apart, so that the newest batch of every partition holds one record.
     pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
+        const ONE_BY_ONE: usize = 64;
         let producer = self.producer();
-        for (key, value) in records {
-            let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        back,
-                    )) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err((e, _)) => panic!("producing to {topic}: {e}"),
-                }
+        let mut tail = std::collections::VecDeque::with_capacity(ONE_BY_ONE + 1);
+        for record in records {
+            tail.push_back(record);
+            if tail.len() > ONE_BY_ONE {
+                let (key, value) = tail.pop_front().unwrap();
+                send(&producer, topic, &key, &value);
             }
         }
         producer.flush(Duration::from_secs(120)).unwrap();
+        for (key, value) in tail {
+            send(&producer, topic, &key, &value);
+            producer.flush(Duration::from_secs(10)).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        assert_eq!(
+            producer.in_flight_count(),
+            0,
+            "records to {topic} were not acknowledged"
+        );
     }
 
-    /// Everything in `topic`, partition by partition: (partition, offset,
-    /// value, headers).
+    /// Everything in `topic`. The end is where the log ends by ListOffsets
+    /// and then no record came for two seconds (tansu's ListOffsets may
+    /// answer short of the end; see `produce`).
     pub fn read_all(&self, topic: &str) -> Vec<ReadRecord> {
         let consumer: BaseConsumer = self
             .config()
@@ -223,17 +230,18 @@ impl Broker {
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .unwrap();
             ends.push((p, high));
-            if high > low {
-                tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                    .unwrap();
-            }
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .unwrap();
         }
         let total: i64 = ends.iter().map(|(_, high)| high).sum::<i64>();
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
         let mut next: Vec<i64> = partitions.iter().map(|_| 0).collect();
         let start = Instant::now();
-        while ends.iter().zip(&next).any(|((_, high), next)| next < high) {
+        let mut last_record = Instant::now();
+        while ends.iter().zip(&next).any(|((_, high), next)| next < high)
+            || last_record.elapsed() < Duration::from_secs(2)
+        {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
                 "reading {topic}: {} of about {total} records after 120 s",
@@ -241,6 +249,7 @@ impl Broker {
             );
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
+                    last_record = Instant::now();
                     let i = partitions.iter().position(|&p| p == m.partition()).unwrap();
                     next[i] = m.offset() + 1;
                     let headers = m.headers().map_or_else(Vec::new, |h| {
@@ -313,6 +322,30 @@ impl ReadRecord {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+) {
+    let mut record = BaseRecord::to(topic).key(key).payload(value);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => panic!("producing to {topic}: {e}"),
+        }
     }
 }
 
