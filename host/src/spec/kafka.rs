@@ -29,6 +29,13 @@ pub struct KafkaSourceSpec {
     /// Stop at the end offsets seen at start (tests, backfills).
     #[serde(default)]
     pub bounded: bool,
+    /// Records to fetch again before each offset a restore resumes at (they
+    /// are skipped). 0 for Kafka; a broker that answers a fetch in the
+    /// middle of a record batch with the next batch (tansu 0.6) needs at
+    /// least the producer's largest batch (librdkafka's `batch.num.messages`,
+    /// 10 000 by default), or a restore skips the rest of that batch.
+    #[serde(default)]
+    pub resume_overlap: u64,
     /// librdkafka client properties (`fetch.max.bytes = "..."`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,

@@ -37,6 +37,9 @@ struct Partition {
     next: u64,
     /// Where the partition started (for progress).
     first: u64,
+    /// Where the consumer fetches from: `next`, or before it after a seek
+    /// (`resume_overlap`); records before `next` are skipped.
+    fetch_from: u64,
     /// Bounded: the high watermark at open.
     end: Option<u64>,
     done: bool,
@@ -53,6 +56,7 @@ pub struct KafkaSource {
     finished: Vec<usize>,
     records: u64,
     last_error_log: Option<Instant>,
+    resume_overlap: u64,
 }
 
 impl KafkaSource {
@@ -112,6 +116,7 @@ impl KafkaSource {
                     name: format!("{topic}/{partition}"),
                     next: start,
                     first: start,
+                    fetch_from: start,
                     end: spec.bounded.then_some(high),
                     done: false,
                 });
@@ -135,6 +140,7 @@ impl KafkaSource {
             finished: Vec::new(),
             records: 0,
             last_error_log: None,
+            resume_overlap: spec.resume_overlap,
         };
         source.mark_done();
         Ok(source)
@@ -161,7 +167,7 @@ impl KafkaSource {
         }
         let mut tpl = TopicPartitionList::new();
         for p in self.partitions.iter().filter(|p| !p.done) {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next as i64))
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.fetch_from as i64))
                 .map_err(kafka_err(format!("assigning {}", p.name)))?;
         }
         self.consumer
@@ -388,6 +394,7 @@ impl Source for KafkaSource {
         for (i, offset) in next {
             let p = &mut self.partitions[i];
             p.next = offset;
+            p.fetch_from = offset.saturating_sub(self.resume_overlap);
             p.first = p.first.min(offset);
         }
         if self.assigned {
