@@ -44,8 +44,8 @@ pub struct Broker {
     port: u16,
     storage: String,
     log: PathBuf,
-    /// Holds the log file (and a sqlite store) while the broker lives.
-    _dir: tempfile::TempDir,
+    /// The broker's working directory: its log (and sqlite store).
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -56,7 +56,9 @@ impl Broker {
 
     /// A broker whose data survives a restart (a sqlite file).
     pub fn durable() -> Broker {
-        Self::with_storage(|dir| format!("sqlite://{}", dir.join("tansu.db").display()))
+        // Relative to the broker's directory: tansu reads the URL's path
+        // without its leading slash.
+        Self::with_storage(|_| "sqlite://tansu.db".to_owned())
     }
 
     fn with_storage(storage: impl FnOnce(&Path) -> String) -> Broker {
@@ -70,7 +72,7 @@ impl Broker {
             port,
             storage: storage(dir.path()),
             log: dir.path().join("tansu.log"),
-            _dir: dir,
+            dir,
         };
         broker.spawn();
         broker
@@ -84,6 +86,7 @@ impl Broker {
             .open(&self.log)
             .unwrap();
         let child = Command::new(tansu_binary())
+            .current_dir(self.dir.path())
             .args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", &self.storage])
