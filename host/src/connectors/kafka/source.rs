@@ -11,7 +11,10 @@
 //!
 //! A bounded source reads each partition up to the high watermark it saw at
 //! open and then reports the partition finished (it stops holding the
-//! watermark back); the source ends when every partition has.
+//! watermark back); the source ends when every partition has. The end is
+//! the larger of what ListOffsets said at open and the high watermark of
+//! the first fetch response: tansu 0.6 answers ListOffsets(latest) with the
+//! newest batch's base offset + 1, short of the end of the log.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +45,8 @@ struct Partition {
     fetch_from: u64,
     /// Bounded: the high watermark at open.
     end: Option<u64>,
+    /// Bounded: `end` has been checked against a fetch response.
+    end_confirmed: bool,
     done: bool,
 }
 
@@ -118,6 +123,7 @@ impl KafkaSource {
                     first: start,
                     fetch_from: start,
                     end: spec.bounded.then_some(high),
+                    end_confirmed: false,
                     done: false,
                 });
             }
@@ -146,14 +152,52 @@ impl KafkaSource {
         Ok(source)
     }
 
-    /// Marks bounded partitions that have reached their end.
+    /// Marks bounded partitions that have reached their (confirmed) end.
     fn mark_done(&mut self) {
-        for (i, p) in self.partitions.iter_mut().enumerate() {
-            if !p.done && p.end.is_some_and(|end| p.next >= end) {
+        for i in 0..self.partitions.len() {
+            self.confirm_end(i);
+            let p = &mut self.partitions[i];
+            if !p.done && p.end_confirmed && p.end.is_some_and(|end| p.next >= end) {
                 p.done = true;
                 self.finished.push(i);
             }
         }
+    }
+
+    /// Raises a bounded partition's end to the high watermark of the first
+    /// fetch response, once there is one.
+    fn confirm_end(&mut self, i: usize) {
+        let p = &self.partitions[i];
+        if p.end_confirmed || p.end.is_none() || !self.assigned {
+            return;
+        }
+        if let Some(high) = self.fetched_high_watermark(p) {
+            let p = &mut self.partitions[i];
+            p.end = p.end.map(|end| end.max(high));
+            p.end_confirmed = true;
+        }
+    }
+
+    /// The high watermark librdkafka has cached from the last fetch
+    /// response of `p`, if one came.
+    fn fetched_high_watermark(&self, p: &Partition) -> Option<u64> {
+        let topic = std::ffi::CString::new(p.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client handle is valid while `self.consumer` lives,
+        // `topic` is a NUL-terminated string that outlives the call, and
+        // `low`/`high` are valid for writes. The call only reads
+        // librdkafka's local cache (no network, no callbacks).
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                p.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        let ok = err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+        u64::try_from(high).ok().filter(|_| ok)
     }
 
     fn all_done(&self) -> bool {
@@ -187,7 +231,7 @@ impl KafkaSource {
             .flatten()?;
         let p = &self.partitions[split];
         let offset = u64::try_from(m.offset()).ok()?;
-        if p.done || offset < p.next || p.end.is_some_and(|end| offset >= end) {
+        if p.done || offset < p.next {
             return None;
         }
         let headers = m.headers().map_or_else(Vec::new, |headers| {
@@ -209,16 +253,27 @@ impl KafkaSource {
         ))
     }
 
-    /// Hands a record out: from here on the position is past it.
-    fn emit(&mut self, split: usize, record: SourceRecord, out: &mut Vec<SourceRecord>) {
+    /// Hands a record out (unless it lies past a bounded end): from here
+    /// on the position is past it. Returns whether it was handed out.
+    fn emit(&mut self, split: usize, record: SourceRecord, out: &mut Vec<SourceRecord>) -> bool {
+        self.confirm_end(split);
         let p = &mut self.partitions[split];
+        let ended = |p: &Partition, at: u64| p.end_confirmed && p.end.is_some_and(|end| at >= end);
+        if p.done || ended(p, record.offset) {
+            if !p.done && ended(p, p.next) {
+                p.done = true;
+                self.finished.push(split);
+            }
+            return false;
+        }
         p.next = record.offset + 1;
-        if p.end.is_some_and(|end| p.next >= end) {
+        if ended(p, p.next) {
             p.done = true;
             self.finished.push(split);
         }
         self.records += 1;
         out.push(record);
+        true
     }
 
     /// A bounded partition whose last offsets are not records (transaction
@@ -227,11 +282,12 @@ impl KafkaSource {
         if self.partitions.iter().all(|p| p.end.is_none() || p.done) {
             return;
         }
+        self.mark_done();
         let Ok(positions) = self.consumer.position() else {
             return;
         };
         for (i, p) in self.partitions.iter_mut().enumerate() {
-            if p.done || p.end.is_none() {
+            if p.done || p.end.is_none() || !p.end_confirmed {
                 continue;
             }
             let at = positions
@@ -301,10 +357,10 @@ impl Source for KafkaSource {
     ) -> Result<bool, ConnectorError> {
         self.assign()?;
         let mut taken = 0;
-        if let Some((split, record)) = self.pending.take()
-            && max > 0
+        if max > 0
+            && let Some((split, record)) = self.pending.take()
+            && self.emit(split, record, out)
         {
-            self.emit(split, record, out);
             taken += 1;
         }
         while taken < max && !self.all_done() {
@@ -316,8 +372,9 @@ impl Source for KafkaSource {
                 Some(Ok(m)) => {
                     if let Some((split, record)) = self.accept(&m) {
                         drop(m);
-                        self.emit(split, record, out);
-                        taken += 1;
+                        if self.emit(split, record, out) {
+                            taken += 1;
+                        }
                     }
                 }
                 Some(Err(e)) => {
