@@ -172,30 +172,62 @@ struct Row {
     name: String,
     events: u64,
     secs: f64,
+    /// CPU time of this process (the broker's is not in it).
+    cpu_secs: f64,
     outputs: u64,
+}
+
+/// User + system CPU time of this process, from /proc (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `f`, measuring wall and CPU time.
+fn timed(f: impl FnOnce() -> u64) -> (f64, f64, u64) {
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let outputs = f();
+    (start.elapsed().as_secs_f64(), cpu_seconds() - cpu, outputs)
 }
 
 fn produce_only(broker: &Broker, events: u64) -> Row {
     broker.create_topic("transactions");
     let producer = broker.producer();
-    let start = Instant::now();
-    let mut value = Vec::with_capacity(64);
-    for i in 0..events {
-        value.clear();
-        write_generator_value(i, &mut value);
-        send(
-            &producer,
-            "transactions",
-            generator_record(i).0.to_string().as_bytes(),
-            &value,
-        );
-    }
-    producer.flush(Duration::from_secs(300)).unwrap();
+    let (secs, cpu_secs, outputs) = timed(|| {
+        let mut value = Vec::with_capacity(64);
+        for i in 0..events {
+            value.clear();
+            write_generator_value(i, &mut value);
+            send(
+                &producer,
+                "transactions",
+                generator_record(i).0.to_string().as_bytes(),
+                &value,
+            );
+        }
+        producer.flush(Duration::from_secs(300)).unwrap();
+        events
+    });
     Row {
         name: "broker: produce only (1 idempotent producer)".into(),
         events,
-        secs: start.elapsed().as_secs_f64(),
-        outputs: events,
+        secs,
+        cpu_secs,
+        outputs,
     }
 }
 
@@ -218,29 +250,35 @@ fn consume(broker: &Broker, topic: &str, events: u64, mut each: impl FnMut(&[u8]
 }
 
 fn consume_only(broker: &Broker, events: u64) -> Row {
-    let start = Instant::now();
-    consume(broker, "transactions", events, |_, _| {});
+    let (secs, cpu_secs, outputs) = timed(|| {
+        consume(broker, "transactions", events, |_, _| {});
+        0
+    });
     Row {
         name: "broker: consume only (1 consumer)".into(),
         events,
-        secs: start.elapsed().as_secs_f64(),
-        outputs: 0,
+        secs,
+        cpu_secs,
+        outputs,
     }
 }
 
 fn copy_loop(broker: &Broker, events: u64) -> Row {
     broker.create_topic("copy");
     let producer = broker.producer();
-    let start = Instant::now();
-    consume(broker, "transactions", events, |key, value| {
-        send(&producer, "copy", key, value);
+    let (secs, cpu_secs, outputs) = timed(|| {
+        consume(broker, "transactions", events, |key, value| {
+            send(&producer, "copy", key, value);
+        });
+        producer.flush(Duration::from_secs(300)).unwrap();
+        events
     });
-    producer.flush(Duration::from_secs(300)).unwrap();
     Row {
         name: "bare consume→produce loop (1 thread)".into(),
         events,
-        secs: start.elapsed().as_secs_f64(),
-        outputs: events,
+        secs,
+        cpu_secs,
+        outputs,
     }
 }
 
@@ -297,6 +335,7 @@ topic = "{out}"
     ))
     .expect("benchmark spec");
     let component = std::fs::read(wasm).unwrap();
+    let cpu = cpu_seconds();
     let started = Instant::now();
     let pipeline =
         Pipeline::start(engine, &spec, &component, started, RunOptions::default()).expect("start");
@@ -307,6 +346,7 @@ topic = "{out}"
         events,
         // From the start: opening the consumer and producer is part of it.
         secs: started.elapsed().as_secs_f64(),
+        cpu_secs: cpu_seconds() - cpu,
         outputs: summary.outputs.iter().map(|(_, n, _)| n).sum(),
     }
 }
@@ -332,15 +372,19 @@ fn main() {
         md,
         "Produced by `cargo bench -p weir --bench kafka` (N = {events} W2 events in a {PARTITIONS}-partition topic of a tansu 0.6 broker on 127.0.0.1, memory storage; one run each).\n"
     );
-    let _ = writeln!(md, "| run | events/s | outputs | time / bare loop's |");
-    let _ = writeln!(md, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| run | events/s | client CPU ns/event | outputs | time / bare loop's |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for row in &rows {
         let rate = row.events as f64 / row.secs;
         let _ = writeln!(
             md,
-            "| {} | {:.0} k | {} | {:.2}× |",
+            "| {} | {:.0} k | {:.0} | {} | {:.2}× |",
             row.name,
             rate / 1e3,
+            row.cpu_secs * 1e9 / row.events as f64,
             row.outputs,
             copy / rate
         );
