@@ -220,3 +220,35 @@ fn a_missing_topic_fails_the_open_with_its_name() {
         .to_string();
     assert!(err.contains("nope"), "{err}");
 }
+
+#[test]
+fn a_bounded_source_over_an_empty_partition_ends() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("sparse", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let spec = KafkaSinkSpec {
+        output: "main".into(),
+        brokers: brokers.clone(),
+        topic: "sparse".into(),
+        exactly_once: false,
+        // Everything to partition 0 (no key: one partition per batch).
+        properties: BTreeMap::from([("sticky.partitioning.linger.ms".into(), "100000".into())]),
+    };
+    let mut sink = KafkaSink::open(&spec, &SinkContext::default(), None).unwrap();
+    let records: Vec<OutputRecord> = (0..10u64)
+        .map(|i| OutputRecord {
+            key: None,
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+    let mut source = KafkaSource::open(&source_spec(&brokers, "sparse")).unwrap();
+    assert_eq!(read_all(&mut source).len(), 10);
+    let mut finished = Vec::new();
+    source.take_finished_splits(&mut finished);
+    finished.sort_unstable();
+    assert_eq!(finished, [0, 1, 2]);
+}
