@@ -4,7 +4,8 @@
 # fetch on first use), the formatting/lint components, and libclang (for
 # the RocksDB bindings), componentize-py in a venv of its own (Python
 # plugins build with it; see docs/python.md) and componentize-js in a
-# directory of its own (JavaScript plugins; see docs/js.md).
+# directory of its own (JavaScript plugins; see docs/js.md), and the tansu
+# Kafka-protocol broker the Kafka tests run against (scripts/kafka.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,19 @@ if ! command -v c++ >/dev/null; then
   echo "error: a C++ compiler is missing (needed to build RocksDB); install g++" >&2
   exit 1
 fi
+# The Kafka connectors (rdkafka) build the bundled librdkafka with its
+# ./configure and make; zlib it finds on the system or builds itself.
+if ! command -v make >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    $sudo apt-get install -y --no-install-recommends make ||
+      { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends make; }
+  else
+    echo "error: make is missing (needed to build librdkafka); install make" >&2
+    exit 1
+  fi
+fi
 
 # Python plugins (docs/python.md) are built with componentize-py, which
 # bundles a wasm CPython. It goes into a venv of its own (no global pip
@@ -70,3 +84,7 @@ if [ "$("$js_tools/node_modules/.bin/componentize-js" --version 2>/dev/null)" !=
   npm install --prefix "$js_tools" --no-audit --no-fund --loglevel=error \
     "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION"
 fi
+
+# The Kafka tests run against tansu, a Kafka-protocol broker on crates.io,
+# built once into ~/.cache/weir/tansu (~15 minutes the first time).
+scripts/kafka.sh install

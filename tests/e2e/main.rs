@@ -5,6 +5,7 @@ mod cross_language;
 mod event_time;
 mod fake_server;
 mod js;
+mod kafka;
 mod plugin_new;
 mod plugins_extra;
 mod python;
@@ -17,6 +18,7 @@ mod spec_errors;
 mod state;
 mod support;
 mod swap;
+mod tansu;
 
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
 mod tested {

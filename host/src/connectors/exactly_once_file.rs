@@ -243,6 +243,7 @@ mod tests {
             key: None,
             value: value.as_bytes().to_vec(),
             timestamp: None,
+            origin: Default::default(),
         }
     }
 

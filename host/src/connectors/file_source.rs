@@ -47,6 +47,7 @@ impl Source for FileSource {
             if n == 0 {
                 return Ok(false);
             }
+            let at = self.offset;
             self.offset += n as u64;
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
@@ -60,6 +61,7 @@ impl Source for FileSource {
                 timestamp: None,
                 headers: Vec::new(),
                 split: 0,
+                offset: at,
             });
             taken += 1;
         }

@@ -81,6 +81,7 @@ impl Source for GeneratorSource {
                 timestamp: None,
                 headers: Vec::new(),
                 split: 0,
+                offset: i,
             });
         }
         self.next = stop;

@@ -350,6 +350,7 @@ impl Source for HttpSource {
                 }
                 continue;
             }
+            let at = self.position;
             self.position += read as u64;
             if line.last() == Some(&b'\n') {
                 line.pop();
@@ -360,6 +361,7 @@ impl Source for HttpSource {
                 timestamp: None,
                 headers: Vec::new(),
                 split: 0,
+                offset: at,
             });
             taken += 1;
         }

@@ -9,6 +9,7 @@ mod exactly_once_file;
 mod file_source;
 mod generator;
 mod http_source;
+mod kafka;
 mod sinks;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use generator::{
     write_generator_value, write_generator_value_among,
 };
 pub use http_source::{HttpSource, IngestError, IngestLog};
+pub use kafka::{KafkaSink, KafkaSinkState, KafkaSource, headers as kafka_headers};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
 use crate::spec::{SinkSpec, SourceSpec};
@@ -34,6 +36,63 @@ pub struct SourceRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The source split (file, partition) it came from.
     pub split: usize,
+    /// Where in its split it is, in the split's unit (Kafka offset,
+    /// generator index, byte offset): with the split, what names the record
+    /// in dead letters and labels its outputs.
+    pub offset: u64,
+}
+
+/// What produced an output record: enough for a sink to label it the same
+/// way in a run that replays it after a crash, so that consumers of an
+/// at-least-once sink can drop the duplicates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Not known (the record was made outside a pipeline).
+    #[default]
+    Unknown,
+    /// The `index`-th output of the source record at `offset` of `split`.
+    Record { split: u32, offset: u64, index: u32 },
+    /// The `index`-th output of a timer of the key whose FNV-1a hash is
+    /// `key_hash`.
+    Timer {
+        event_time: bool,
+        timestamp: i64,
+        key_hash: u64,
+        index: u32,
+    },
+}
+
+impl Origin {
+    /// The same origin, as the `index`-th output of its input.
+    pub fn nth(self, n: u32) -> Origin {
+        match self {
+            Origin::Unknown => Origin::Unknown,
+            Origin::Record { split, offset, .. } => Origin::Record {
+                split,
+                offset,
+                index: n,
+            },
+            Origin::Timer {
+                event_time,
+                timestamp,
+                key_hash,
+                ..
+            } => Origin::Timer {
+                event_time,
+                timestamp,
+                key_hash,
+                index: n,
+            },
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a hash of a key that is the same in every build (the
+/// labels of timer outputs must be the same across runs and versions).
+pub fn stable_key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A record on its way to a sink.
@@ -42,6 +101,7 @@ pub struct OutputRecord {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub timestamp: Option<i64>,
+    pub origin: Origin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +127,13 @@ pub enum ConnectorError {
         what: String,
         source: std::io::Error,
     },
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        what: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("kafka: {0}")]
+    KafkaDelivery(String),
 }
 
 /// Where a source is, per split, in the split's own unit (generator index,
@@ -107,6 +174,20 @@ pub trait Source: Send {
     /// Rewinds (or forwards) to a position `position` returned, possibly in
     /// an earlier run; fails if the position does not fit this source.
     fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError>;
+    /// The names of the splits, by index (what positions call them).
+    fn split_names(&self) -> Vec<String> {
+        self.position().into_iter().map(|p| p.split).collect()
+    }
+    /// Appends the splits that have ended since the last call (a bounded
+    /// source's partition that reached its end offset): they stop holding
+    /// the watermark back.
+    fn take_finished_splits(&mut self, _out: &mut Vec<usize>) {}
+    /// A checkpoint that recorded `position` is complete. A source that
+    /// mirrors its progress elsewhere (Kafka's committed offsets) does it
+    /// now; it must never be needed for correctness (the checkpoint is).
+    fn checkpoint_complete(&mut self, _position: &SourcePosition) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 /// The offset of `split` in `position`, or a `Seek` error naming what is wrong.
@@ -135,6 +216,7 @@ fn split_offset(
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SinkState {
     File(FileSinkState),
+    Kafka(KafkaSinkState),
 }
 
 /// A destination for one output.
@@ -164,6 +246,7 @@ pub fn open_source(
             Box::new(GeneratorSource::with_users(*events, *users))
         }
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
+        SourceSpec::Kafka(kafka) => Box::new(KafkaSource::open(kafka)?),
         SourceSpec::Http { .. } => match ingest {
             Some(log) => Box::new(HttpSource::new(log.clone())),
             None => {
@@ -184,13 +267,42 @@ pub enum SinkMode<'a> {
     Checkpointed { restore: Option<&'a SinkState> },
 }
 
-pub fn open_sink(spec: &SinkSpec, mode: SinkMode<'_>) -> Result<Box<dyn Sink>, ConnectorError> {
+/// What a sink may label its records with.
+#[derive(Debug, Clone, Default)]
+pub struct SinkContext {
+    pub pipeline: String,
+    /// The source's split names, by index (`Origin::Record::split`).
+    pub splits: std::sync::Arc<[String]>,
+}
+
+pub fn open_sink(
+    spec: &SinkSpec,
+    mode: SinkMode<'_>,
+    context: &SinkContext,
+) -> Result<Box<dyn Sink>, ConnectorError> {
     Ok(match (spec, mode) {
         (SinkSpec::Stdout { .. }, _) => Box::new(StdoutSink),
         (SinkSpec::File { path, .. }, SinkMode::Direct) => Box::new(FileSink::create(path)?),
         (SinkSpec::File { path, .. }, SinkMode::Checkpointed { restore }) => {
-            let restore = restore.map(|SinkState::File(state)| state);
+            let restore = match restore {
+                None => None,
+                Some(SinkState::File(state)) => Some(state),
+                Some(other) => {
+                    return Err(ConnectorError::Resume(format!(
+                        "the checkpoint holds {other:?} for a file sink"
+                    )));
+                }
+            };
             Box::new(ExactlyOnceFileSink::open(path, restore)?)
+        }
+        (SinkSpec::Kafka(kafka), mode) => {
+            let restore = match mode {
+                SinkMode::Checkpointed {
+                    restore: Some(SinkState::Kafka(state)),
+                } => Some(state),
+                _ => None,
+            };
+            Box::new(KafkaSink::open(kafka, context, restore)?)
         }
         (SinkSpec::Null { .. }, _) => Box::new(NullSink),
     })

@@ -113,6 +113,7 @@ mod tests {
             key: None,
             value: value.to_vec(),
             timestamp: None,
+            origin: Default::default(),
         }
     }
 

@@ -119,6 +119,9 @@ pub(crate) struct Coordinator {
     /// Asks the source to start a checkpoint.
     trigger: Sender<()>,
     commits: Vec<Sender<u64>>,
+    /// Tells the source which checkpoints completed (`Ok`) or were
+    /// abandoned (`Err`).
+    source_outcomes: Sender<Result<u64, u64>>,
     /// Oldest first. Usually one; the final checkpoint at the end of input
     /// may start while a periodic one is still collecting its parts.
     in_flight: Vec<InFlight>,
@@ -149,6 +152,7 @@ impl Coordinator {
         parallelism: usize,
         trigger: Sender<()>,
         commits: Vec<Sender<u64>>,
+        source_outcomes: Sender<Result<u64, u64>>,
         restored_from: Option<(String, u64)>,
         shared: Arc<Mutex<CheckpointStats>>,
         last_started: u64,
@@ -168,6 +172,7 @@ impl Coordinator {
             parallelism,
             trigger,
             commits,
+            source_outcomes,
             in_flight: Vec::new(),
             requested: false,
             last_trigger: Instant::now(),
@@ -331,6 +336,7 @@ impl Coordinator {
         self.last_failure = Some(why.to_owned());
         self.stats.failed += 1;
         self.store.discard_in_progress(flight.id);
+        let _ = self.source_outcomes.send(Err(flight.id));
         self.answer(
             flight.id,
             Err(format!("checkpoint {} failed: {why}", flight.id)),
@@ -399,6 +405,7 @@ impl Coordinator {
                 for commit in &self.commits {
                     let _ = commit.send(flight.id);
                 }
+                let _ = self.source_outcomes.send(Ok(flight.id));
                 self.answer(
                     flight.id,
                     Ok(CompletedCheckpoint {
@@ -414,6 +421,7 @@ impl Coordinator {
             }
             Err(e) => {
                 tracing::error!(checkpoint = flight.id, "cannot seal the checkpoint: {e}");
+                let _ = self.source_outcomes.send(Err(flight.id));
                 self.last_failure = Some(format!("sealing it failed: {e}"));
                 self.stats.failed += 1;
                 self.answer(flight.id, Err(format!("sealing it failed: {e}")));

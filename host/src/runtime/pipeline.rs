@@ -130,6 +130,10 @@ impl Pipeline {
         if let Some(r) = restore {
             source.seek(&r.manifest.source.position)?;
         }
+        let sink_context = connectors::SinkContext {
+            pipeline: spec.name.clone(),
+            splits: source.split_names().into(),
+        };
         let metrics = Arc::new(RunMetrics::default());
         let checkpointing = spec.checkpoint.is_some();
         let parallelism = spec.parallelism as usize;
@@ -149,7 +153,7 @@ impl Pipeline {
             } else {
                 SinkMode::Direct
             };
-            let sink = connectors::open_sink(sink_spec, mode)?;
+            let sink = connectors::open_sink(sink_spec, mode, &sink_context)?;
             let (tx, rx) = bounded::<SinkMessage>(SINK_QUEUE);
             let (commit_tx, commit_rx) = unbounded::<u64>();
             senders
@@ -253,6 +257,7 @@ impl Pipeline {
         }
 
         let (trigger_tx, trigger_rx) = bounded::<()>(1);
+        let (outcomes_tx, outcomes_rx) = unbounded();
         let (commands_tx, commands_rx) = unbounded();
         let (requests_tx, requests_rx) = unbounded();
         let progress = Arc::new(SourceProgress::default());
@@ -306,6 +311,7 @@ impl Pipeline {
                     parallelism,
                     trigger_tx,
                     commit_senders,
+                    outcomes_tx,
                     restore.map(|r| {
                         let kind = match r.manifest.kind {
                             SnapshotKind::Checkpoint => "checkpoint",
@@ -327,6 +333,8 @@ impl Pipeline {
                 store,
                 trigger: trigger_rx,
                 acks: acks_tx.clone(),
+                outcomes: outcomes_rx,
+                started: Vec::new(),
             }),
             commands: commands_rx,
             timestamps: spec.timestamp_source(),
@@ -574,6 +582,7 @@ fn check_compatible(spec: &PipelineSpec, restore: &LoadedCheckpoint) -> Result<(
 fn sink_target(spec: &SinkSpec) -> Option<String> {
     match spec {
         SinkSpec::File { path, .. } => Some(path.display().to_string()),
+        SinkSpec::Kafka(kafka) => Some(format!("kafka:{}", kafka.topic)),
         SinkSpec::Stdout { .. } | SinkSpec::Null { .. } => None,
     }
 }

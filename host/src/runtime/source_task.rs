@@ -24,7 +24,7 @@ use super::subtask_host::SubtaskHost;
 use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
 use crate::checkpoint::{CheckpointStore, SourceCheckpoint};
-use crate::connectors::{OutputRecord, Source, SourceRecord};
+use crate::connectors::{Origin, OutputRecord, Source, SourcePosition, SourceRecord};
 use crate::engine::{Event, Plugin};
 use crate::spec::{DEAD_LETTER_OUTPUT, KeySource, TimestampSource};
 
@@ -56,7 +56,17 @@ pub(crate) struct SourceCheckpointing {
     /// Requests from the coordinator.
     pub(crate) trigger: Receiver<()>,
     pub(crate) acks: Sender<Ack>,
+    /// Outcomes of checkpoints from the coordinator: `Ok(id)` complete,
+    /// `Err(id)` abandoned.
+    pub(crate) outcomes: Receiver<Result<u64, u64>>,
+    /// Checkpoints started and not yet complete, with their positions.
+    pub(crate) started: Vec<(u64, SourcePosition)>,
 }
+
+/// How long the source waits for its last checkpoint to complete, to tell
+/// the source (Kafka commits its offsets then). It only ever waits this long
+/// if the checkpoint can neither complete nor fail, which is a bug.
+const LAST_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) struct SourceTask {
     pub(crate) source: Box<dyn Source>,
@@ -110,6 +120,23 @@ enum Last {
     Stop,
 }
 
+/// One subtask's part of a batch.
+struct Routed {
+    events: Vec<Event>,
+    key_groups: Vec<u16>,
+    origins: Vec<Origin>,
+}
+
+impl Routed {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(n),
+            key_groups: Vec::with_capacity(n),
+            origins: Vec::with_capacity(n),
+        }
+    }
+}
+
 /// Why a record could not be keyed or timed.
 struct Unroutable {
     error: &'static str,
@@ -122,7 +149,10 @@ impl SourceTask {
         let parallelism = self.subtasks.len();
         let mut records: Vec<SourceRecord> = Vec::with_capacity(BATCH);
         let mut watermark = self.watermarks.current();
+        let split_names = self.source.split_names();
+        let mut finished = Vec::new();
         loop {
+            self.serve_outcomes(false);
             if self
                 .stop_after
                 .is_some_and(|stop| self.records_read >= stop)
@@ -197,13 +227,8 @@ impl SourceTask {
             }
             self.records_read += records.len() as u64;
             let now = now_ms();
-            let mut batches: Vec<(Vec<Event>, Vec<u16>)> = (0..parallelism)
-                .map(|_| {
-                    (
-                        Vec::with_capacity(BATCH / parallelism + 16),
-                        Vec::with_capacity(BATCH / parallelism + 16),
-                    )
-                })
+            let mut batches: Vec<Routed> = (0..parallelism)
+                .map(|_| Routed::with_capacity(BATCH / parallelism + 16))
                 .collect();
             let mut dead = Vec::new();
             self.metrics
@@ -216,26 +241,44 @@ impl SourceTask {
                             self.watermarks.observe(record.split, ts, now);
                         }
                         let kg = key_group(&key);
-                        let (events, groups) = &mut batches[subtask_of(kg, parallelism as u32)];
-                        events.push(Event {
+                        let routed = &mut batches[subtask_of(kg, parallelism as u32)];
+                        routed.origins.push(Origin::Record {
+                            split: record.split as u32,
+                            offset: record.offset,
+                            index: 0,
+                        });
+                        routed.events.push(Event {
                             key: Some(key),
                             value: record.value,
                             timestamp,
                             headers: record.headers,
                         });
-                        groups.push(kg);
+                        routed.key_groups.push(kg);
                     }
-                    Err(why) => dead.push(OutputRecord {
-                        value: json!({
-                            "error": why.error,
-                            "reason": why.reason,
-                            "value": String::from_utf8_lossy(&record.value),
+                    Err(why) => {
+                        let split = split_names.get(record.split).map_or("?", String::as_str);
+                        dead.push(OutputRecord {
+                            value: json!({
+                                "error": why.error,
+                                "reason": format!(
+                                    "{} (source split {split}, offset {})",
+                                    why.reason, record.offset
+                                ),
+                                "split": split,
+                                "offset": record.offset,
+                                "value": String::from_utf8_lossy(&record.value),
+                            })
+                            .to_string()
+                            .into_bytes(),
+                            key: record.key,
+                            timestamp: record.timestamp,
+                            origin: Origin::Record {
+                                split: record.split as u32,
+                                offset: record.offset,
+                                index: 0,
+                            },
                         })
-                        .to_string()
-                        .into_bytes(),
-                        key: record.key,
-                        timestamp: record.timestamp,
-                    }),
+                    }
                 }
             }
             if !dead.is_empty() {
@@ -246,15 +289,20 @@ impl SourceTask {
                     .send(&self.metrics, DEAD_LETTER_OUTPUT, dead)
                     .map_err(|_| PipelineError::SinkClosed)?;
             }
+            self.source.take_finished_splits(&mut finished);
+            for split in finished.drain(..) {
+                self.watermarks.finish_split(split);
+            }
             self.watermarks.check_idle(now);
             let next_watermark = self.watermarks.current();
-            for ((events, key_groups), subtask) in batches.into_iter().zip(&self.subtasks) {
-                if events.is_empty() && next_watermark == watermark {
+            for (routed, subtask) in batches.into_iter().zip(&self.subtasks) {
+                if routed.events.is_empty() && next_watermark == watermark {
                     continue;
                 }
                 let message = SubtaskInput::Batch {
-                    events,
-                    key_groups,
+                    events: routed.events,
+                    key_groups: routed.key_groups,
+                    origins: routed.origins,
                     watermark: next_watermark,
                 };
                 // A subtask that hung up has failed; it reports why when joined.
@@ -278,6 +326,7 @@ impl SourceTask {
             self.checkpoint_barrier(Last::EndOfInput, |id, dir| SubtaskInput::End {
                 checkpoint: Some((id, dir)),
             })?;
+            self.serve_outcomes(true);
         } else {
             for subtask in &self.subtasks {
                 let _ = subtask.send(SubtaskInput::End { checkpoint: None });
@@ -293,7 +342,43 @@ impl SourceTask {
             dir,
             stop: true,
         })?;
+        self.serve_outcomes(true);
         Ok(())
+    }
+
+    /// Tells the source about completed checkpoints. With `to_the_last`,
+    /// waits until every started checkpoint has an outcome (the coordinator
+    /// reports abandoned ones too) or the coordinator is gone.
+    fn serve_outcomes(&mut self, to_the_last: bool) {
+        let Some(c) = self.checkpointing.as_mut() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + LAST_CHECKPOINT_WAIT;
+        loop {
+            let outcome = if to_the_last && !c.started.is_empty() {
+                match c.outcomes.recv_deadline(deadline) {
+                    Ok(outcome) => outcome,
+                    Err(_) => return,
+                }
+            } else {
+                match c.outcomes.try_recv() {
+                    Ok(outcome) => outcome,
+                    Err(_) => return,
+                }
+            };
+            match outcome {
+                Ok(id) => {
+                    let done = c.started.iter().rposition(|(started, _)| *started <= id);
+                    if let Some(at) = done {
+                        let (_, position) = c.started.drain(..=at).next_back().expect("one");
+                        if let Err(e) = self.source.checkpoint_complete(&position) {
+                            tracing::warn!(checkpoint = id, "{e}");
+                        }
+                    }
+                }
+                Err(id) => c.started.retain(|(started, _)| *started != id),
+            }
+        }
     }
 
     /// Starts a checkpoint: records the position, then sends `message` (a
@@ -322,11 +407,13 @@ impl SourceTask {
                 )));
             }
         };
+        let position = self.source.position();
+        c.started.push((id, position.clone()));
         let _ = c.acks.send(Ack::Source {
             id,
             created_ms: now_ms(),
             source: SourceCheckpoint {
-                position: self.source.position(),
+                position,
                 records: self.records_read,
                 watermarks: self.watermarks.snapshot(),
             },

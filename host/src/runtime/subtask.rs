@@ -23,7 +23,7 @@ use super::subtask_host::{BatchScope, SubtaskHost};
 use super::timer_service::{FiredTimer, TimeDomain};
 use super::{PipelineError, now_ms};
 use crate::checkpoint::{self, PluginIdentity};
-use crate::connectors::OutputRecord;
+use crate::connectors::{Origin, OutputRecord, stable_key_hash};
 use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
 use crate::state::{MapEntries, StateEntry, StateError};
@@ -35,6 +35,8 @@ pub(crate) enum SubtaskInput {
     Batch {
         events: Vec<Event>,
         key_groups: Vec<u16>,
+        /// Where each event came from (what its outputs are labelled with).
+        origins: Vec<Origin>,
         watermark: i64,
     },
     /// Snapshot for checkpoint `id` into `dir`, then pass the barrier on to
@@ -283,10 +285,11 @@ impl Subtask {
                 Some(SubtaskInput::Batch {
                     events,
                     key_groups,
+                    origins,
                     watermark,
                 }) => {
                     self.metrics.mark_first_event();
-                    self.handle_events(events, key_groups)?;
+                    self.handle_events(events, key_groups, origins)?;
                     self.advance_watermark(watermark)?;
                     self.fire_processing_timers()?;
                 }
@@ -539,6 +542,7 @@ impl Subtask {
         &mut self,
         mut events: Vec<Event>,
         mut key_groups: Vec<u16>,
+        mut origins: Vec<Origin>,
     ) -> Result<(), PipelineError> {
         // Events at or behind the watermark are late: they go to `late`,
         // unchanged, instead of the plugin (or the floor).
@@ -556,22 +560,25 @@ impl Subtask {
                         key: e.key,
                         value: e.value,
                         timestamp: e.timestamp,
+                        origin: origins[i],
                     });
                 } else {
                     events.swap(kept, i);
                     key_groups.swap(kept, i);
+                    origins.swap(kept, i);
                     kept += 1;
                 }
             }
             events.truncate(kept);
             key_groups.truncate(kept);
+            origins.truncate(kept);
             self.send(LATE_OUTPUT, late)?;
         }
         if events.is_empty() {
             return Ok(());
         }
         self.instance().host().watermark = watermark;
-        self.run_batch(Call::Process, &events, &[], &key_groups)
+        self.run_batch(Call::Process, &events, &[], &key_groups, &origins)
     }
 
     fn advance_watermark(&mut self, watermark: i64) -> Result<(), PipelineError> {
@@ -624,15 +631,22 @@ impl Subtask {
             while fired.peek().is_some() {
                 let mut timers = Vec::with_capacity(TIMER_BATCH);
                 let mut key_groups = Vec::with_capacity(TIMER_BATCH);
+                let mut origins = Vec::with_capacity(TIMER_BATCH);
                 for t in fired.by_ref().take(TIMER_BATCH) {
                     key_groups.push(t.key_group);
+                    origins.push(Origin::Timer {
+                        event_time: domain == TimeDomain::EventTime,
+                        timestamp: t.timestamp,
+                        key_hash: stable_key_hash(&t.key),
+                        index: 0,
+                    });
                     timers.push(Timer {
                         key: t.key,
                         timestamp: t.timestamp,
                         domain: wit_domain,
                     });
                 }
-                self.run_batch(Call::OnTimer, &[], &timers, &key_groups)?;
+                self.run_batch(Call::OnTimer, &[], &timers, &key_groups, &origins)?;
             }
         }
         tracing::warn!(
@@ -654,27 +668,28 @@ impl Subtask {
         events: &[Event],
         timers: &[Timer],
         key_groups: &[u16],
+        origins: &[Origin],
     ) -> Result<(), PipelineError> {
         let len = key_groups.len();
-        match self.call_and_apply(call, events, timers, key_groups, 0..len)? {
+        let items = Items {
+            call,
+            events,
+            timers,
+            key_groups,
+            origins,
+        };
+        match self.call_and_apply(&items, 0..len)? {
             Ok(()) => return Ok(()),
             Err(error) if len == 1 => {
                 self.replace_instance()?;
-                return self.item_failed(
-                    call,
-                    events,
-                    timers,
-                    0,
-                    error.kind.as_str(),
-                    &error.message,
-                );
+                return self.item_failed(&items, 0, error.kind.as_str(), &error.message);
             }
             Err(_) => self.replace_instance()?,
         }
         for i in 0..len {
-            if let Err(error) = self.call_and_apply(call, events, timers, key_groups, i..i + 1)? {
+            if let Err(error) = self.call_and_apply(&items, i..i + 1)? {
                 self.replace_instance()?;
-                self.item_failed(call, events, timers, i, error.kind.as_str(), &error.message)?;
+                self.item_failed(&items, i, error.kind.as_str(), &error.message)?;
             }
         }
         Ok(())
@@ -683,12 +698,16 @@ impl Subtask {
     /// One plugin call on `items`: `Ok(Err(_))` if it trapped (nothing applied).
     fn call_and_apply(
         &mut self,
-        call: Call,
-        events: &[Event],
-        timers: &[Timer],
-        key_groups: &[u16],
+        given: &Items<'_>,
         items: std::ops::Range<usize>,
     ) -> Result<Result<(), CallError>, PipelineError> {
+        let Items {
+            call,
+            events,
+            timers,
+            key_groups,
+            origins,
+        } = *given;
         let start = items.start;
         let called = items.len();
         let host = self.instance().host();
@@ -698,6 +717,7 @@ impl Subtask {
             events.get(items.clone()).unwrap_or_default(),
             timers.get(items.clone()).unwrap_or_default(),
             &key_groups[items.clone()],
+            origins.get(items.clone()).unwrap_or_default(),
         );
         host.last_error_log = None;
         let instance = self.instance();
@@ -745,14 +765,7 @@ impl Subtask {
             tracing::warn!("the plugin returned {strays} changes for items it was not given");
         }
         for (item, reason) in invalid {
-            self.item_failed(
-                call,
-                events,
-                timers,
-                start + item as usize,
-                "invalid-change",
-                &reason,
-            )?;
+            self.item_failed(given, start + item as usize, "invalid-change", &reason)?;
         }
         for failure in batch.failures {
             let index = start + failure.item as usize;
@@ -766,7 +779,7 @@ impl Subtask {
                 );
                 continue;
             }
-            self.item_failed(call, events, timers, index, "rejected", &failure.reason)?;
+            self.item_failed(given, index, "rejected", &failure.reason)?;
         }
         Ok(Ok(()))
     }
@@ -774,13 +787,24 @@ impl Subtask {
     /// One item failed: count it, then dead-letter it or fail the pipeline.
     fn item_failed(
         &mut self,
-        call: Call,
-        events: &[Event],
-        timers: &[Timer],
+        batch: &Items<'_>,
         index: usize,
         kind: &str,
         reason: &str,
     ) -> Result<(), PipelineError> {
+        let Items {
+            call,
+            events,
+            timers,
+            origins,
+            ..
+        } = *batch;
+        // The dead letter is the item's output after whatever it emitted.
+        let origin = origins
+            .get(index)
+            .copied()
+            .unwrap_or_default()
+            .nth(u32::MAX);
         self.metrics.add_error(kind);
         if self.config.on_error == OnError::Fail {
             return Err(PipelineError::PluginFailed {
@@ -804,6 +828,7 @@ impl Subtask {
                     .to_string()
                     .into_bytes(),
                     timestamp: e.timestamp,
+                    origin,
                 }
             }
             Call::OnTimer => {
@@ -823,6 +848,7 @@ impl Subtask {
                     .to_string()
                     .into_bytes(),
                     timestamp: Some(t.timestamp),
+                    origin,
                 }
             }
         };
@@ -864,23 +890,41 @@ fn empty_event() -> Event {
     }
 }
 
+/// The items of one plugin call: events or timers, with their key groups
+/// and origins.
+#[derive(Clone, Copy)]
+struct Items<'a> {
+    call: Call,
+    events: &'a [Event],
+    timers: &'a [Timer],
+    key_groups: &'a [u16],
+    origins: &'a [Origin],
+}
+
 fn prepare_scope(
     scope: &mut BatchScope,
     call: Call,
     events: &[Event],
     timers: &[Timer],
     key_groups: &[u16],
+    origins: &[Origin],
 ) {
     scope.clear();
+    let origin = |i: usize| origins.get(i).copied().unwrap_or_default();
     match call {
         Call::Process => {
-            for (e, &kg) in events.iter().zip(key_groups) {
-                scope.push(kg, e.key.as_deref().unwrap_or_default(), e.timestamp);
+            for (i, (e, &kg)) in events.iter().zip(key_groups).enumerate() {
+                scope.push(
+                    kg,
+                    e.key.as_deref().unwrap_or_default(),
+                    e.timestamp,
+                    origin(i),
+                );
             }
         }
         Call::OnTimer => {
-            for (t, &kg) in timers.iter().zip(key_groups) {
-                scope.push(kg, &t.key, Some(t.timestamp));
+            for (i, (t, &kg)) in timers.iter().zip(key_groups).enumerate() {
+                scope.push(kg, &t.key, Some(t.timestamp), origin(i));
             }
         }
     }

@@ -10,7 +10,7 @@
 use super::outputs::OutputBuffer;
 use super::timer_service::TimeDomain;
 use super::timers::Timers;
-use crate::connectors::OutputRecord;
+use crate::connectors::{Origin, OutputRecord};
 use crate::engine::bindings::weir::plugin::state::StateKind as WitStateKind;
 use crate::engine::bindings::weir::plugin::{log, state, timers, types};
 use crate::engine::{Change, Effect, PluginHost, bindings};
@@ -24,6 +24,9 @@ struct ItemScope {
     key_start: u32,
     key_len: u32,
     timestamp: Option<i64>,
+    origin: Origin,
+    /// Outputs the item has emitted so far in this call.
+    emitted: u32,
 }
 
 /// The items of the current batch; keys are packed into one buffer so that
@@ -40,14 +43,33 @@ impl BatchScope {
         self.items.clear();
     }
 
-    pub(crate) fn push(&mut self, key_group: u16, key: &[u8], timestamp: Option<i64>) {
+    pub(crate) fn push(
+        &mut self,
+        key_group: u16,
+        key: &[u8],
+        timestamp: Option<i64>,
+        origin: Origin,
+    ) {
         self.items.push(ItemScope {
             key_group,
             key_start: self.keys.len() as u32,
             key_len: key.len() as u32,
             timestamp,
+            origin,
+            emitted: 0,
         });
         self.keys.extend_from_slice(key);
+    }
+
+    /// The origin of the next output of `item`: its `n`-th.
+    fn next_output(&mut self, item: u32) -> Origin {
+        match self.items.get_mut(item as usize) {
+            Some(scope) => {
+                scope.emitted += 1;
+                scope.origin.nth(scope.emitted - 1)
+            }
+            None => Origin::Unknown,
+        }
     }
 
     fn get(&self, item: u32) -> Option<(u16, &[u8], Option<i64>)> {
@@ -154,6 +176,7 @@ impl SubtaskHost {
 
     /// Applies one change of the batch in hand to its item's key.
     pub(crate) fn apply(&mut self, change: Change) -> Result<(), ChangeError> {
+        let item = change.item;
         {
             let (kg, key, timestamp) =
                 self.scope.get(change.item).ok_or(ChangeError::NoSuchItem {
@@ -208,12 +231,14 @@ impl SubtaskHost {
                         }
                         Some(name) => self.outputs.id(name),
                     };
+                    let origin = self.scope.next_output(item);
                     self.outputs.push(
                         output,
                         OutputRecord {
                             key: record.key,
                             value: record.value,
                             timestamp,
+                            origin,
                         },
                     );
                 }

@@ -5,6 +5,7 @@
 //! error names the path of the offending field. It must never touch the file
 //! system beyond reading the spec itself, nor start anything.
 
+mod kafka;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::json_field::JsonPointer;
 
+pub use kafka::{EXACTLY_ONCE_REFUSED, KafkaSinkSpec, KafkaSourceSpec, KafkaStart};
 pub use validate::{MAX_MEMORY_MB, MAX_PARALLELISM, SpecError};
 
 /// A whole pipeline: source → event time → key-by → plugin → sinks.
@@ -71,6 +73,8 @@ pub enum SourceSpec {
         #[serde(default = "default_max_pending_bytes")]
         max_pending_bytes: u64,
     },
+    /// The partitions of Kafka topics, one split each.
+    Kafka(KafkaSourceSpec),
 }
 
 fn default_max_pending_bytes() -> u64 {
@@ -239,6 +243,10 @@ pub enum SinkSpec {
     File { output: String, path: PathBuf },
     /// Counts records and drops them.
     Null { output: String },
+    /// Records to a Kafka topic, through an idempotent producer flushed at
+    /// every checkpoint (at-least-once, each record labelled for dropping
+    /// duplicates).
+    Kafka(KafkaSinkSpec),
 }
 
 impl SinkSpec {
@@ -247,6 +255,7 @@ impl SinkSpec {
             SinkSpec::Stdout { output }
             | SinkSpec::File { output, .. }
             | SinkSpec::Null { output } => output,
+            SinkSpec::Kafka(kafka) => &kafka.output,
         }
     }
 }

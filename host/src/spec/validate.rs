@@ -28,7 +28,7 @@ pub enum SpecError {
     Field { path: String, message: String },
 }
 
-fn field(path: &str, message: impl Into<String>) -> SpecError {
+pub(super) fn field(path: &str, message: impl Into<String>) -> SpecError {
     SpecError::Field {
         path: path.to_owned(),
         message: message.into(),
@@ -101,9 +101,16 @@ impl PipelineSpec {
                 }
                 "http"
             }
+            SourceSpec::Kafka(kafka) => {
+                super::kafka::validate_source(kafka)?;
+                "kafka"
+            }
         };
+        // Only Kafka records carry a key and a timestamp of their own.
+        let has_record_metadata = matches!(self.source, SourceSpec::Kafka(_));
         if let Some(et) = &self.event_time {
             match timestamp_source(&et.field).map_err(|m| field("event_time.field", m))? {
+                TimestampSource::Record if has_record_metadata => {}
                 TimestampSource::Record => {
                     return Err(field(
                         "event_time.field",
@@ -123,6 +130,7 @@ impl PipelineSpec {
             }
         }
         match key_source(&self.key_by.field).map_err(|m| field("key_by.field", m))? {
+            KeySource::RecordKey if has_record_metadata => {}
             KeySource::RecordKey => {
                 return Err(field(
                     "key_by.field",
@@ -220,6 +228,9 @@ impl PipelineSpec {
         for (i, sink) in self.sinks.iter().enumerate() {
             if sink.output().is_empty() {
                 return Err(field(&format!("sink[{i}].output"), "must not be empty"));
+            }
+            if let SinkSpec::Kafka(kafka) = sink {
+                super::kafka::validate_sink(i, kafka)?;
             }
             if let SinkSpec::File { path, .. } = sink {
                 if path.as_os_str().is_empty() {

@@ -1,0 +1,68 @@
+//! Kafka through librdkafka (the `rdkafka` crate): the source reads the
+//! partitions of topics, one split each, with the offsets in Weir's
+//! checkpoints; the sink writes through an idempotent producer flushed at
+//! every checkpoint barrier.
+//!
+//! This module owns the client configuration both share and the names of
+//! the headers the sink labels records with. It never decides anything about
+//! time or keys: the runtime does.
+
+mod sink;
+mod source;
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+pub use sink::{KafkaSink, KafkaSinkState};
+pub use source::KafkaSource;
+
+use super::ConnectorError;
+
+/// The headers every record the Kafka sink writes carries.
+pub mod headers {
+    /// The pipeline's name.
+    pub const PIPELINE: &str = "weir-pipeline";
+    /// The output (`alerts`, `main`, ...).
+    pub const OUTPUT: &str = "weir-output";
+    /// What produced the record, the same in a run that replays it after a
+    /// crash: `topic/partition@offset#n` for the `n`-th output of a source
+    /// record, `timer:event-time:ts:keyhash#n` for one of a timer. With the
+    /// pipeline and the output, the key consumers drop duplicates by.
+    pub const ORIGIN: &str = "weir-origin";
+    /// The checkpoint epoch it was written in: the id of the checkpoint that
+    /// commits it (informational; a replay writes it in another epoch).
+    pub const EPOCH: &str = "weir-epoch";
+    /// Its number within the sink's epoch (informational, as the epoch).
+    pub const SEQ: &str = "weir-seq";
+}
+
+/// How long metadata and offset look-ups at start may take before the
+/// source gives up (the broker is unreachable).
+const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A client configuration: the user's properties, then Weir's own (which
+/// validation keeps the user from setting).
+fn client_config(
+    brokers: &str,
+    user: &BTreeMap<String, String>,
+    weir: &[(&str, &str)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (name, value) in user {
+        config.set(name, value);
+    }
+    config.set("bootstrap.servers", brokers);
+    for (name, value) in weir {
+        config.set(*name, *value);
+    }
+    config
+}
+
+fn kafka_err(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> ConnectorError {
+    let what = what.into();
+    move |source| ConnectorError::Kafka { what, source }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! The source and sink against librdkafka's mock cluster (in-process, no
+//! broker to run). The real broker is tested end to end in tests/e2e/kafka.rs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::*;
+use crate::connectors::{Origin, OutputRecord, Sink, SinkContext, SinkState, Source, SourceRecord};
+use crate::spec::{KafkaSinkSpec, KafkaSourceSpec, KafkaStart};
+
+fn source_spec(brokers: &str, topic: &str) -> KafkaSourceSpec {
+    KafkaSourceSpec {
+        brokers: brokers.to_owned(),
+        topics: vec![topic.to_owned()],
+        group: "weir-test".into(),
+        start: KafkaStart::Earliest,
+        bounded: true,
+        resume_overlap: 0,
+        properties: BTreeMap::new(),
+    }
+}
+
+fn sink(brokers: &str, topic: &str, splits: &[&str]) -> KafkaSink {
+    let spec = KafkaSinkSpec {
+        output: "alerts".into(),
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        exactly_once: false,
+        properties: BTreeMap::new(),
+    };
+    let context = SinkContext {
+        pipeline: "p".into(),
+        splits: splits.iter().map(|s| s.to_string()).collect(),
+    };
+    KafkaSink::open(&spec, &context, None).unwrap()
+}
+
+/// Reads until the source ends (bounded), within a time limit.
+fn read_all(source: &mut KafkaSource) -> Vec<SourceRecord> {
+    let mut out = Vec::new();
+    let start = Instant::now();
+    loop {
+        let more = source.read_batch(&mut out, 1024).unwrap();
+        if !more {
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the bounded source did not end; read {}",
+            out.len()
+        );
+        source.wait_for_input(Duration::from_millis(20));
+    }
+}
+
+fn header<'a>(record: &'a SourceRecord, name: &str) -> &'a str {
+    let (_, value) = record
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no header {name}"));
+    std::str::from_utf8(value).unwrap()
+}
+
+#[test]
+fn what_the_sink_writes_the_bounded_source_reads_back_with_keys_headers_and_offsets() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("out", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = sink(&brokers, "out", &["in/0"]);
+    let records: Vec<OutputRecord> = (0..20u64)
+        .map(|i| OutputRecord {
+            key: Some(format!("user-{}", i % 5).into_bytes()),
+            value: format!("{{\"n\":{i}}}").into_bytes(),
+            timestamp: Some(1_700_000_000_000 + i as i64),
+            origin: Origin::Record {
+                split: 0,
+                offset: i,
+                index: 0,
+            },
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    let state = sink.pre_commit(7).unwrap();
+    assert_eq!(
+        state,
+        Some(SinkState::Kafka(KafkaSinkState { checkpoint: 7 }))
+    );
+
+    let mut source = KafkaSource::open(&source_spec(&brokers, "out")).unwrap();
+    assert_eq!(source.splits(), 2);
+    assert_eq!(source.split_names(), ["out/0", "out/1"]);
+    let read = read_all(&mut source);
+    assert_eq!(read.len(), 20);
+    let mut finished = Vec::new();
+    source.take_finished_splits(&mut finished);
+    finished.sort_unstable();
+    assert_eq!(finished, [0, 1]);
+    // One key, one partition; per partition, in the order written.
+    for key in 0..5 {
+        let key = format!("user-{key}").into_bytes();
+        let of_key: Vec<&SourceRecord> = read
+            .iter()
+            .filter(|r| r.key.as_ref() == Some(&key))
+            .collect();
+        assert_eq!(of_key.len(), 4);
+        assert!(of_key.iter().all(|r| r.split == of_key[0].split));
+        assert!(of_key.windows(2).all(|w| w[0].offset < w[1].offset));
+    }
+    let first = read.iter().find(|r| r.value == b"{\"n\":0}").unwrap();
+    assert_eq!(first.timestamp, Some(1_700_000_000_000));
+    assert_eq!(header(first, headers::ORIGIN), "in/0@0#0");
+    assert_eq!(header(first, headers::PIPELINE), "p");
+    assert_eq!(header(first, headers::OUTPUT), "alerts");
+    assert_eq!(header(first, headers::EPOCH), "1");
+    let total: u64 = source.position().iter().map(|p| p.offset).sum();
+    assert_eq!(total, 20);
+}
+
+#[test]
+fn a_seek_rewinds_to_a_position_and_a_completed_checkpoint_commits_it() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("in", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = sink(&brokers, "in", &[]);
+    let records: Vec<OutputRecord> = (0..300u64)
+        .map(|i| OutputRecord {
+            key: Some(i.to_string().into_bytes()),
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+
+    let mut source = KafkaSource::open(&source_spec(&brokers, "in")).unwrap();
+    let mut first = Vec::new();
+    let start = Instant::now();
+    while first.len() < 100 && start.elapsed() < Duration::from_secs(30) {
+        let left = 100 - first.len();
+        source.read_batch(&mut first, left).unwrap();
+        source.wait_for_input(Duration::from_millis(20));
+    }
+    assert_eq!(first.len(), 100);
+    let position = source.position();
+    let rest = read_all(&mut source);
+    assert_eq!(first.len() + rest.len(), 300);
+
+    // A new source (a restart) resumes at the position: exactly the rest,
+    // also when it fetches again from before it (and skips what it has).
+    let overlapping = KafkaSourceSpec {
+        resume_overlap: 40,
+        ..source_spec(&brokers, "in")
+    };
+    let mut again = KafkaSource::open(&overlapping).unwrap();
+    again.seek(&position).unwrap();
+    let mut replayed: Vec<Vec<u8>> = read_all(&mut again).into_iter().map(|r| r.value).collect();
+    let mut expected: Vec<Vec<u8>> = rest.into_iter().map(|r| r.value).collect();
+    replayed.sort();
+    expected.sort();
+    assert_eq!(replayed, expected);
+
+    // The group sees the committed offsets (for lag tools).
+    again.checkpoint_complete(&position).unwrap();
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "weir-test")
+        .create()
+        .unwrap();
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition_range("in", 0, 2);
+    let start = Instant::now();
+    let committed = loop {
+        // Serve the asynchronous commit.
+        let _ = again.read_batch(&mut Vec::new(), 0);
+        let found = probe
+            .committed_offsets(asked.clone(), Duration::from_secs(5))
+            .unwrap();
+        let offsets: Vec<Offset> = found.elements().iter().map(|e| e.offset()).collect();
+        if offsets.iter().all(|o| matches!(o, Offset::Offset(_)))
+            || start.elapsed() > Duration::from_secs(20)
+        {
+            break offsets;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let expected: Vec<Offset> = position
+        .iter()
+        .map(|p| Offset::Offset(p.offset as i64))
+        .collect();
+    assert_eq!(committed, expected);
+}
+
+#[test]
+fn a_position_from_other_topics_is_refused() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("a", 1, 1).unwrap();
+    let mut source = KafkaSource::open(&source_spec(&cluster.bootstrap_servers(), "a")).unwrap();
+    let err = source
+        .seek(&vec![crate::connectors::SplitPosition {
+            split: "b/0".into(),
+            offset: 3,
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("b/0") && err.contains("a/0"), "{err}");
+}
+
+#[test]
+fn a_missing_topic_fails_the_open_with_its_name() {
+    let cluster = MockCluster::new(1).unwrap();
+    let err = KafkaSource::open(&source_spec(&cluster.bootstrap_servers(), "nope"))
+        .err()
+        .expect("no such topic")
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn a_bounded_source_over_an_empty_partition_ends() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("sparse", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let spec = KafkaSinkSpec {
+        output: "main".into(),
+        brokers: brokers.clone(),
+        topic: "sparse".into(),
+        exactly_once: false,
+        // Everything to partition 0 (no key: one partition per batch).
+        properties: BTreeMap::from([("sticky.partitioning.linger.ms".into(), "100000".into())]),
+    };
+    let mut sink = KafkaSink::open(&spec, &SinkContext::default(), None).unwrap();
+    let records: Vec<OutputRecord> = (0..10u64)
+        .map(|i| OutputRecord {
+            key: None,
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+    let mut source = KafkaSource::open(&source_spec(&brokers, "sparse")).unwrap();
+    assert_eq!(read_all(&mut source).len(), 10);
+    let mut finished = Vec::new();
+    source.take_finished_splits(&mut finished);
+    finished.sort_unstable();
+    assert_eq!(finished, [0, 1, 2]);
+}

@@ -1,0 +1,518 @@
+//! Kafka in, Kafka out, through the real `weir` binary and a real
+//! Kafka-protocol broker (tansu, see tansu.rs): the W2 reference alerts
+//! from a four-partition topic, the same across SIGKILLs (no loss; exact
+//! once duplicates are dropped by their `weir-origin` header), malformed
+//! records dead-lettered with their partition and offset, and a broker
+//! restart in the middle of a run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir::connectors::{generator_record, kafka_headers, write_generator_value};
+use weir_test_artifacts::FRAUD_DETECTOR;
+
+use crate::support::{WEIR, cache_dir, read_jsonl, toml_path};
+use crate::tansu::{Broker, ReadRecord};
+
+const BASE_TS: i64 = 1_700_000_000_000;
+const EVENTS: u64 = 1_000_000;
+
+/// (user_id, window_start, ts) of an alert.
+type Alert = (u64, i64, i64);
+
+/// The W2 rule (threshold 5 in 60 s per user) over the generator's first
+/// `events` events, without state or timers: what any correct run emits.
+fn reference_alerts(events: u64) -> Vec<Alert> {
+    let mut windows: HashMap<u64, (i64, u32)> = HashMap::new();
+    let mut alerts = Vec::new();
+    for i in 0..events {
+        let (user, _, ts) = generator_record(i);
+        let window = windows.entry(user).or_insert((i64::MIN / 2, 0));
+        if ts < window.0 + 60_000 {
+            window.1 += 1;
+        } else {
+            *window = (ts, 1);
+        }
+        if window.1 == 5 {
+            alerts.push((user, window.0, ts));
+        }
+    }
+    alerts.sort_unstable();
+    alerts
+}
+
+/// The reference at 1 M events, checked against the published figures.
+fn reference() -> Vec<Alert> {
+    let alerts = reference_alerts(EVENTS);
+    assert_eq!(alerts.len(), 2_056);
+    assert_eq!(alerts.iter().map(|a| a.0).sum::<u64>(), 103_597_187);
+    assert_eq!(
+        alerts.iter().map(|a| a.2 - BASE_TS).sum::<i64>(),
+        1_073_632_637
+    );
+    alerts
+}
+
+fn parse_alert(value: &str) -> Alert {
+    let v: Value = serde_json::from_str(value).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+    (
+        v["user_id"].as_u64().unwrap(),
+        v["window_start"].as_i64().unwrap(),
+        v["ts"].as_i64().unwrap(),
+    )
+}
+
+fn sorted_alerts<'a>(records: impl IntoIterator<Item = &'a ReadRecord>) -> Vec<Alert> {
+    let mut alerts: Vec<Alert> = records.into_iter().map(|r| parse_alert(&r.value)).collect();
+    alerts.sort_unstable();
+    alerts
+}
+
+/// The records left once duplicates (same pipeline, output and origin) are
+/// dropped, as a consumer would.
+fn without_duplicates(records: &[ReadRecord]) -> Vec<&ReadRecord> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .filter(|r| {
+            let id = (
+                r.header(kafka_headers::PIPELINE).map(str::to_owned),
+                r.header(kafka_headers::OUTPUT).map(str::to_owned),
+                r.header(kafka_headers::ORIGIN)
+                    .expect("every record has an origin")
+                    .to_owned(),
+            );
+            seen.insert(id)
+        })
+        .collect()
+}
+
+/// Writes the generator's first `events` events to `topic`, keyed by user.
+fn produce_w2(broker: &Broker, topic: &str, events: u64) {
+    let started = Instant::now();
+    broker.produce(
+        topic,
+        (0..events).map(|i| {
+            let mut value = Vec::with_capacity(64);
+            write_generator_value(i, &mut value);
+            (generator_record(i).0.to_string().into_bytes(), value)
+        }),
+    );
+    eprintln!(
+        "produced {events} events to {topic} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+struct Spec<'a> {
+    brokers: String,
+    topic: &'a str,
+    group: &'a str,
+    key_by: &'a str,
+    parallelism: u32,
+    checkpoint_ms: Option<u64>,
+    alerts: &'a str,
+    bounded: bool,
+}
+
+impl Spec<'_> {
+    fn toml(&self) -> String {
+        format!(
+            r#"
+name = "fraud"
+parallelism = {parallelism}
+[source]
+kind = "kafka"
+brokers = "{brokers}"
+topics = ["{topic}"]
+group = "{group}"
+start = "earliest"
+bounded = {bounded}
+# tansu 0.6 answers a fetch in the middle of a record batch with the next
+# batch: a restore fetches from a batch (10 000 records) earlier.
+resume_overlap = 10000
+[event_time]
+field = "/ts"
+[key_by]
+field = "{key_by}"
+[plugin]
+wasm = {wasm}
+config = {{ threshold = 5, window_ms = 60000 }}
+{checkpoint}
+[[sink]]
+output = "alerts"
+kind = "kafka"
+brokers = "{brokers}"
+topic = "{alerts}"
+[[sink]]
+output = "late"
+kind = "file"
+path = "late.jsonl"
+[[sink]]
+output = "dead-letter"
+kind = "file"
+path = "dead-letter.jsonl"
+"#,
+            parallelism = self.parallelism,
+            brokers = self.brokers,
+            topic = self.topic,
+            group = self.group,
+            bounded = self.bounded,
+            key_by = self.key_by,
+            alerts = self.alerts,
+            wasm = toml_path(FRAUD_DETECTOR),
+            checkpoint = self.checkpoint_ms.map_or(String::new(), |ms| format!(
+                "[checkpoint]\ninterval_ms = {ms}\ndir = \"checkpoints\"\nretain = 3"
+            )),
+        )
+    }
+}
+
+fn weir(dir: &Path) -> Command {
+    let mut command = Command::new(WEIR);
+    command
+        .current_dir(dir)
+        .args([
+            "run",
+            "--quiet",
+            "--summary-json",
+            "summary.json",
+            "pipeline.toml",
+        ])
+        .env("WEIR_CACHE_DIR", cache_dir());
+    command
+}
+
+/// Runs `weir run` to the end (at most `limit`), asserting it succeeds.
+fn run_to_end(dir: &Path, limit: Duration) -> Output {
+    let mut child = weir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "weir run did not finish within {limit:?}:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "weir run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    if path.exists() {
+        read_jsonl(path)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The checks every complete W2 run passes: no late events, no errors, all
+/// windows closed.
+fn check_summary(dir: &Path, events_in: Option<u64>) {
+    let summary = summary(dir);
+    if let Some(n) = events_in {
+        assert_eq!(summary["events_in"], n, "{summary}");
+    }
+    assert_eq!(
+        summary["outputs"]["late"].as_u64().unwrap_or(0),
+        0,
+        "{summary}"
+    );
+    assert!(lines(&dir.join("late.jsonl")).is_empty(), "late events");
+    assert!(
+        summary["errors"].as_object().unwrap().is_empty(),
+        "{summary}"
+    );
+    assert_eq!(summary["keys_in_state"], 0, "{summary}");
+}
+
+#[test]
+fn w2_from_a_four_partition_topic_writes_the_reference_alerts_to_a_topic() {
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    produce_w2(&broker, "transactions", EVENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        brokers: broker.brokers(),
+        topic: "transactions",
+        group: "weir-fraud",
+        key_by: "/user_id",
+        parallelism: 2,
+        checkpoint_ms: Some(1_000),
+        alerts: "alerts",
+        bounded: true,
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    let started = Instant::now();
+    run_to_end(dir.path(), Duration::from_secs(300));
+    eprintln!(
+        "kafka -> W2 -> kafka, 1 M events: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    check_summary(dir.path(), Some(EVENTS));
+
+    let alerts = broker.read_all("alerts");
+    assert_eq!(sorted_alerts(&alerts), reference());
+    // Without a crash there is nothing to drop, and every origin is a
+    // partition and offset of the input.
+    assert_eq!(without_duplicates(&alerts).len(), alerts.len());
+    for alert in &alerts {
+        let origin = alert.header(kafka_headers::ORIGIN).unwrap();
+        assert!(origin.starts_with("transactions/"), "{origin}");
+        assert_eq!(alert.header(kafka_headers::PIPELINE), Some("fraud"));
+        assert_eq!(alert.header(kafka_headers::OUTPUT), Some("alerts"));
+        let user = parse_alert(&alert.value).0.to_string();
+        assert_eq!(alert.key.as_deref(), Some(user.as_bytes()), "keyed by user");
+    }
+    // The last checkpoint's offsets are committed to the group, for lag tools.
+    let committed = broker.committed("weir-fraud", "transactions", 4);
+    let total: i64 = committed
+        .iter()
+        .map(|o| o.expect("every partition committed"))
+        .sum();
+    assert_eq!(total, EVENTS as i64);
+}
+
+/// Waits until the run in `dir` has completed a checkpoint newer than
+/// `after`, and returns its id.
+fn wait_for_checkpoint(dir: &Path, after: u64, child: &mut std::process::Child) -> Option<u64> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let newest = std::fs::read_dir(dir.join("checkpoints/fraud"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("chk-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        if let Some(id) = newest.filter(|&id| id > after) {
+            return Some(id);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no new checkpoint within 120 s");
+}
+
+#[test]
+fn sigkilled_twice_the_alerts_topic_holds_every_reference_alert_and_exactly_them_without_duplicates()
+ {
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    produce_w2(&broker, "transactions", EVENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        brokers: broker.brokers(),
+        topic: "transactions",
+        group: "weir-fraud-crash",
+        // The Kafka key is the user: the same state split as "/user_id".
+        key_by: "record-key",
+        parallelism: 2,
+        checkpoint_ms: Some(200),
+        alerts: "alerts",
+        bounded: true,
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    let mut checkpoint = 0;
+    for kill in 0..2 {
+        let mut child = weir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Mid-way: two checkpoints into this run, then some more records.
+        let first = wait_for_checkpoint(dir.path(), checkpoint, &mut child);
+        let second = first.and_then(|id| wait_for_checkpoint(dir.path(), id, &mut child));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            second.is_some() && child.try_wait().unwrap().is_none(),
+            "kill {kill}: the run ended before it could be killed mid-way"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        checkpoint = second.unwrap();
+    }
+    let last = run_to_end(dir.path(), Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    check_summary(dir.path(), None);
+
+    let reference = reference();
+    let alerts = broker.read_all("alerts");
+    let distinct: std::collections::BTreeSet<Alert> =
+        alerts.iter().map(|r| parse_alert(&r.value)).collect();
+    let missing: Vec<&Alert> = reference.iter().filter(|a| !distinct.contains(a)).collect();
+    assert!(missing.is_empty(), "lost alerts: {missing:?}");
+    let kept = without_duplicates(&alerts);
+    eprintln!(
+        "{} alerts written, {} after dropping duplicates by weir-origin",
+        alerts.len(),
+        kept.len()
+    );
+    assert_eq!(sorted_alerts(kept), reference);
+}
+
+#[test]
+fn malformed_records_go_to_dead_letter_with_their_partition_and_offset() {
+    let broker = Broker::start();
+    broker.create_topic("transactions", 2);
+    broker.create_topic("alerts", 1);
+    // Good events, with a record that is not JSON and one without the key
+    // field among them; each bad one goes to the partition its key picks.
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = (0..2_000)
+        .map(|i| {
+            let mut value = Vec::new();
+            write_generator_value(i, &mut value);
+            (generator_record(i).0.to_string().into_bytes(), value)
+        })
+        .collect();
+    records.insert(700, (b"bad-1".to_vec(), b"this is not JSON".to_vec()));
+    records.insert(
+        1_400,
+        (
+            b"bad-2".to_vec(),
+            br#"{"amount_cents":5,"ts":1700000000700}"#.to_vec(),
+        ),
+    );
+    broker.produce("transactions", records);
+    // Where the bad records landed.
+    let input = broker.read_all("transactions");
+    let place = |value: &str| {
+        let r = input.iter().find(|r| r.value == value).unwrap();
+        (format!("transactions/{}", r.partition), r.offset)
+    };
+    let not_json = place("this is not JSON");
+    let no_key = place(r#"{"amount_cents":5,"ts":1700000000700}"#);
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        brokers: broker.brokers(),
+        topic: "transactions",
+        group: "weir-dead-letter",
+        key_by: "/user_id",
+        parallelism: 1,
+        checkpoint_ms: Some(1_000),
+        alerts: "alerts",
+        bounded: true,
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    run_to_end(dir.path(), Duration::from_secs(120));
+    let summary = summary(dir.path());
+    assert_eq!(summary["events_in"], 2_002, "{summary}");
+    assert_eq!(summary["errors"]["unroutable"], 2, "{summary}");
+    let dead = lines(&dir.path().join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let reasons: BTreeMap<String, &Value> = dead
+        .iter()
+        .map(|d| (d["value"].as_str().unwrap().to_owned(), d))
+        .collect();
+    for (value, (split, offset)) in [
+        ("this is not JSON", &not_json),
+        (r#"{"amount_cents":5,"ts":1700000000700}"#, &no_key),
+    ] {
+        let d = reasons[value];
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("source split {split}, offset {offset}")),
+            "{reason}"
+        );
+        assert_eq!(d["split"], split.as_str());
+        assert_eq!(d["offset"], *offset);
+    }
+    // The pipeline went on: the good events' alerts are all there.
+    assert_eq!(
+        sorted_alerts(&broker.read_all("alerts")),
+        reference_alerts(2_000)
+    );
+}
+
+#[test]
+fn a_broker_restarted_mid_stream_loses_nothing() {
+    let mut broker = Broker::durable();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    // Fewer events than the others: the sqlite store is slower.
+    const EVENTS: u64 = 300_000;
+    produce_w2(&broker, "transactions", EVENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        brokers: broker.brokers(),
+        topic: "transactions",
+        group: "weir-restart",
+        key_by: "/user_id",
+        parallelism: 2,
+        checkpoint_ms: Some(200),
+        alerts: "alerts",
+        bounded: true,
+    };
+    std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();
+    let mut child = weir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // A few checkpoints in: records have been read and alerts written.
+    let mut checkpoint = Some(0);
+    for _ in 0..3 {
+        checkpoint = checkpoint.and_then(|id| wait_for_checkpoint(dir.path(), id, &mut child));
+    }
+    assert!(
+        checkpoint.is_some() && child.try_wait().unwrap().is_none(),
+        "the run ended before the broker could be restarted"
+    );
+    eprintln!(
+        "restarting the broker {:.1} s into the run",
+        started.elapsed().as_secs_f64()
+    );
+    broker.restart(Duration::from_secs(2));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(300) {
+            child.kill().unwrap();
+            panic!("weir did not finish within 300 s of the broker restart");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("the run ended {:.1} s in", started.elapsed().as_secs_f64());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "weir run failed across the broker restart:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check_summary(dir.path(), Some(EVENTS));
+    let alerts = broker.read_all("alerts");
+    // The run was not interrupted: nothing is written twice either.
+    assert_eq!(without_duplicates(&alerts).len(), alerts.len());
+    assert_eq!(sorted_alerts(&alerts), reference_alerts(EVENTS));
+}
