@@ -252,3 +252,29 @@ fn a_bounded_source_over_an_empty_partition_ends() {
     finished.sort_unstable();
     assert_eq!(finished, [0, 1, 2]);
 }
+
+#[test]
+fn a_failed_delivery_fails_the_checkpoint_and_the_writes_after_it() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("out", 1, 1).unwrap();
+    let mut sink = sink(&cluster.bootstrap_servers(), "out", &[]);
+    // The broker refuses the next produce requests for good.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 20],
+    );
+    let record = OutputRecord {
+        key: None,
+        value: b"{}".to_vec(),
+        timestamp: None,
+        origin: Origin::Unknown,
+    };
+    sink.write(std::slice::from_ref(&record)).unwrap();
+    let err = sink.pre_commit(1).unwrap_err().to_string();
+    assert!(err.contains("could not be written to topic out"), "{err}");
+    let err = sink.write(&[record]).unwrap_err().to_string();
+    assert!(err.contains("could not be written"), "{err}");
+}
