@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
@@ -234,12 +234,7 @@ impl KafkaSource {
         if p.done || offset < p.next {
             return None;
         }
-        let headers = m.headers().map_or_else(Vec::new, |headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        });
+        let headers = record_headers(m);
         Some((
             split,
             SourceRecord {
@@ -315,6 +310,42 @@ impl KafkaSource {
             tracing::warn!("kafka consumer: {error} (librdkafka retries on its own)");
         }
     }
+}
+
+/// A record's headers. Names are bytes on the wire: one that is not UTF-8
+/// is taken lossily, where rdkafka's `Headers::iter` would panic, and the
+/// source would fail on the same record after every restart.
+fn record_headers(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::bindings as rd;
+    let mut headers: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is a valid message while `m` lives; the call only
+    // fills `headers` with a pointer owned by the message (or leaves it null).
+    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut headers) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for idx in 0.. {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+        // SAFETY: `headers` belongs to the message, which outlives this
+        // loop; the out-pointers are valid for writes. Past the last header
+        // the call returns an error and writes nothing.
+        let err =
+            unsafe { rd::rd_kafka_header_get_all(headers, idx, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            break;
+        }
+        // SAFETY: librdkafka hands out a NUL-terminated name and `size`
+        // value bytes (or a null value), both living as long as the message.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) };
+        let value = if value.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec()
+        };
+        out.push((name.to_string_lossy().into_owned(), value));
+    }
+    out
 }
 
 fn no_topic(topic: &str, brokers: &str) -> ConnectorError {

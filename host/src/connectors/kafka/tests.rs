@@ -278,3 +278,57 @@ fn a_failed_delivery_fails_the_checkpoint_and_the_writes_after_it() {
     let err = sink.write(&[record]).unwrap_err().to_string();
     assert!(err.contains("could not be written"), "{err}");
 }
+
+#[test]
+fn a_header_name_that_is_not_utf8_is_read_lossily_instead_of_failing_the_source() {
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("raw", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let headers = OwnedHeaders::new_with_capacity(1);
+    let (name, value) = (b"bad\xffname", b"v");
+    // rdkafka's API takes header names as &str; the wire takes any bytes.
+    // SAFETY: an `OwnedHeaders` is a writable librdkafka header list (rdkafka
+    // casts the native pointer to `&BorrowedHeaders` the same way), and both
+    // buffers outlive the call, which copies them.
+    let err = unsafe {
+        let hdrs = std::ptr::from_ref(headers.as_borrowed())
+            .cast::<rdkafka::bindings::rd_kafka_headers_t>()
+            .cast_mut();
+        rdkafka::bindings::rd_kafka_header_add(
+            hdrs,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    assert_eq!(
+        err,
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    );
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::to("raw")
+                .key("k")
+                .payload("{}")
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut source = KafkaSource::open(&source_spec(&brokers, "raw")).unwrap();
+    let read = read_all(&mut source);
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        read[0].headers,
+        [("bad\u{fffd}name".to_owned(), b"v".to_vec())]
+    );
+}
