@@ -62,6 +62,9 @@ pub struct KafkaSource {
     records: u64,
     last_error_log: Option<Instant>,
     resume_overlap: u64,
+    /// Why a partition went back past where it was fetched from (its log
+    /// was truncated or recreated): the source fails rather than skip.
+    rewound: Option<String>,
 }
 
 impl KafkaSource {
@@ -147,9 +150,17 @@ impl KafkaSource {
             records: 0,
             last_error_log: None,
             resume_overlap: spec.resume_overlap,
+            rewound: None,
         };
         source.mark_done();
         Ok(source)
+    }
+
+    fn fail_if_rewound(&mut self) -> Result<(), ConnectorError> {
+        match self.rewound.take() {
+            Some(reason) => Err(ConnectorError::Seek(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Marks bounded partitions that have reached their (confirmed) end.
@@ -223,19 +234,33 @@ impl KafkaSource {
 
     /// The split a message belongs to and the record it makes, unless it is
     /// not to be read (its partition is done, or it lies past a bounded end).
-    fn accept(&self, m: &BorrowedMessage<'_>) -> Option<(usize, SourceRecord)> {
+    /// `Err`: the partition went back past where it was fetched from.
+    fn accept(&self, m: &BorrowedMessage<'_>) -> Result<Option<(usize, SourceRecord)>, String> {
         let split = self
             .index
             .get(m.topic())
             .and_then(|slots| slots.get(usize::try_from(m.partition()).ok()?).copied())
-            .flatten()?;
+            .flatten();
+        let (Some(split), Ok(offset)) = (split, u64::try_from(m.offset())) else {
+            return Ok(None);
+        };
         let p = &self.partitions[split];
-        let offset = u64::try_from(m.offset()).ok()?;
+        // librdkafka never hands out a record below the offset it was told
+        // to fetch from, unless the partition no longer has that offset and
+        // `auto.offset.reset` moved it back: the records between are not
+        // the ones the checkpoint counted, and skipping them would be loss.
+        if offset < p.fetch_from && !p.done {
+            return Err(format!(
+                "partition {} went back from offset {} to {offset}: its log was truncated \
+                 or the topic recreated since the checkpoint (start over with --fresh)",
+                p.name, p.fetch_from
+            ));
+        }
         if p.done || offset < p.next {
-            return None;
+            return Ok(None);
         }
         let headers = record_headers(m);
-        Some((
+        Ok(Some((
             split,
             SourceRecord {
                 key: m.key().map(<[u8]>::to_vec),
@@ -245,7 +270,7 @@ impl KafkaSource {
                 split,
                 offset,
             },
-        ))
+        )))
     }
 
     /// Hands a record out (unless it lies past a bounded end): from here
@@ -387,6 +412,7 @@ impl Source for KafkaSource {
         max: usize,
     ) -> Result<bool, ConnectorError> {
         self.assign()?;
+        self.fail_if_rewound()?;
         let mut taken = 0;
         if max > 0
             && let Some((split, record)) = self.pending.take()
@@ -401,10 +427,18 @@ impl Source for KafkaSource {
                     break;
                 }
                 Some(Ok(m)) => {
-                    if let Some((split, record)) = self.accept(&m) {
-                        drop(m);
-                        if self.emit(split, record, out) {
-                            taken += 1;
+                    let accepted = self.accept(&m);
+                    drop(m);
+                    match accepted {
+                        Ok(Some((split, record))) => {
+                            if self.emit(split, record, out) {
+                                taken += 1;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            self.rewound.get_or_insert(reason);
+                            break;
                         }
                     }
                 }
@@ -414,6 +448,7 @@ impl Source for KafkaSource {
                 }
             }
         }
+        self.fail_if_rewound()?;
         Ok(!self.all_done() || self.pending.is_some())
     }
 
@@ -456,7 +491,14 @@ impl Source for KafkaSource {
         }
         match self.consumer.poll(max) {
             Some(Ok(m)) => {
-                self.pending = self.accept(&m);
+                let accepted = self.accept(&m);
+                drop(m);
+                match accepted {
+                    Ok(record) => self.pending = record,
+                    Err(reason) => {
+                        self.rewound.get_or_insert(reason);
+                    }
+                }
             }
             Some(Err(e)) => self.log_error(&e),
             None => self.check_positions(),

@@ -9,7 +9,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::*;
-use crate::connectors::{Origin, OutputRecord, Sink, SinkContext, SinkState, Source, SourceRecord};
+use crate::connectors::{
+    Origin, OutputRecord, Sink, SinkContext, SinkState, Source, SourceRecord, SplitPosition,
+};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec, KafkaStart};
 
 fn source_spec(brokers: &str, topic: &str) -> KafkaSourceSpec {
@@ -330,5 +332,55 @@ fn a_header_name_that_is_not_utf8_is_read_lossily_instead_of_failing_the_source(
     assert_eq!(
         read[0].headers,
         [("bad\u{fffd}name".to_owned(), b"v".to_vec())]
+    );
+}
+
+#[test]
+fn a_partition_that_lost_the_checkpointed_offset_fails_the_source_instead_of_skipping() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("short", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = sink(&brokers, "short", &[]);
+    let records: Vec<OutputRecord> = (0..10u64)
+        .map(|i| OutputRecord {
+            key: None,
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+
+    // The checkpoint says 50, the log ends at 10 (truncated, or recreated).
+    let spec = KafkaSourceSpec {
+        bounded: false,
+        ..source_spec(&brokers, "short")
+    };
+    let mut source = KafkaSource::open(&spec).unwrap();
+    source
+        .seek(&vec![SplitPosition {
+            split: "short/0".into(),
+            offset: 50,
+        }])
+        .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let error = loop {
+        match source.read_batch(&mut out, 100) {
+            Err(e) => break e.to_string(),
+            Ok(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "no error; read {out:?}"
+                );
+                source.wait_for_input(Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(out.is_empty(), "{out:?}");
+    assert!(
+        error.contains("short/0 went back from offset 50 to 0"),
+        "{error}"
     );
 }
