@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 
 use super::plugin_build;
 use crate::api::states_json;
-use crate::connectors::OutputRecord;
+use crate::connectors::{Origin, OutputRecord};
 use crate::engine::Engine;
 use crate::runtime::{Pipeline, RunOptions, RunSummary};
-use crate::spec::PipelineSpec;
+use crate::spec::{DEAD_LETTER_OUTPUT, PipelineSpec};
 
 #[derive(clap::Args)]
 pub(crate) struct TestArgs {
@@ -122,8 +122,19 @@ fn test_spec(args: &TestArgs, component: &Path, config: Value) -> anyhow::Result
 /// What the plugin did, as JSON: records by output, state by key, and the
 /// counts a reader checks first.
 fn report_json(summary: &RunSummary) -> Value {
+    // Two threads write dead letters (the source those it cannot key or
+    // time, the subtask those the plugin refuses): put them in input order,
+    // so that the report is the same on every run. (One subtask writes every
+    // other output, in order.)
+    let mut captured: Vec<&(String, OutputRecord)> = summary.captured.iter().collect();
+    captured.sort_by_key(|(output, record)| match record.origin {
+        Origin::Record { split, offset, index } if output == DEAD_LETTER_OUTPUT => {
+            (split, offset, index)
+        }
+        _ => (0, 0, 0),
+    });
     let mut outputs: Map<String, Value> = Map::new();
-    for (output, record) in &summary.captured {
+    for (output, record) in captured {
         let records = outputs
             .entry(output.clone())
             .or_insert_with(|| Value::Array(Vec::new()));
