@@ -128,9 +128,11 @@ fn report_json(summary: &RunSummary) -> Value {
     // other output, in order.)
     let mut captured: Vec<&(String, OutputRecord)> = summary.captured.iter().collect();
     captured.sort_by_key(|(output, record)| match record.origin {
-        Origin::Record { split, offset, index } if output == DEAD_LETTER_OUTPUT => {
-            (split, offset, index)
-        }
+        Origin::Record {
+            split,
+            offset,
+            index,
+        } if output == DEAD_LETTER_OUTPUT => (split, offset, index),
         _ => (0, 0, 0),
     });
     let mut outputs: Map<String, Value> = Map::new();

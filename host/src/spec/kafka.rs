@@ -205,6 +205,17 @@ pub(super) fn validate_sink(i: usize, spec: &KafkaSinkSpec) -> Result<(), SpecEr
     if spec.exactly_once {
         return Err(field(&format!("{path}.exactly_once"), EXACTLY_ONCE_REFUSED));
     }
+    // Every checkpoint waits for the sink's deliveries, as long as this.
+    for name in ["message.timeout.ms", "delivery.timeout.ms"] {
+        if spec.properties.get(name).map(|v| v.trim()) == Some("0") {
+            return Err(field(
+                &format!("{path}.properties.{name}"),
+                "0 means no limit, and every checkpoint waits for the sink's deliveries: with \
+                 the broker down it would wait forever; give a limit in ms (librdkafka's \
+                 default is 300000)",
+            ));
+        }
+    }
     check_properties(&path, &spec.properties, SINK_OWNED)
 }
 
@@ -299,6 +310,14 @@ mod tests {
         ));
         assert!(
             err.starts_with("sink[0].properties.enable.idempotence:"),
+            "{err}"
+        );
+        let err = error_of(&KAFKA.replace(
+            "topic = \"alerts\"",
+            "topic = \"alerts\"\nproperties = { \"message.timeout.ms\" = \"0\" }",
+        ));
+        assert!(
+            err.starts_with("sink[0].properties.message.timeout.ms: 0 means no limit"),
             "{err}"
         );
     }

@@ -159,8 +159,9 @@ impl KafkaSink {
     }
 
     fn flush_producer(&self) -> Result<(), ConnectorError> {
-        // Bounded by the producer's `message.timeout.ms`: a record not
-        // delivered by then fails, and so does the checkpoint.
+        // Bounded by the producer's `message.timeout.ms` (never 0: the spec
+        // refuses it): a record not delivered by then fails, and so does
+        // the checkpoint.
         self.producer
             .flush(Timeout::Never)
             .map_err(kafka_err(format!("flushing topic {}", self.topic)))?;
