@@ -74,7 +74,13 @@ start() {
     esac
   done
   if running_pid >/dev/null; then
-    echo "127.0.0.1:$(cat "$state_dir/port")"
+    local running_port running_storage
+    running_port=$(cat "$state_dir/port")
+    running_storage=$(cat "$state_dir/storage" 2>/dev/null || echo "memory://tansu/")
+    if { [ -n "$port" ] && [ "$port" != "$running_port" ]; } || [ "$storage" != "$running_storage" ]; then
+      die "a broker already runs on 127.0.0.1:$running_port with $running_storage; stop it first (scripts/kafka.sh stop)"
+    fi
+    echo "127.0.0.1:$running_port"
     return 0
   fi
   [ -x "$tansu" ] || die "tansu is not installed; run: scripts/kafka.sh install"
@@ -97,6 +103,7 @@ start() {
   local pid=$!
   echo "$pid" >"$state_dir/pid"
   echo "$port" >"$state_dir/port"
+  echo "$storage" >"$state_dir/storage"
   local waited=0
   until listening "$port"; do
     kill -0 "$pid" 2>/dev/null || die "tansu exited at start; see $state_dir/tansu.log"
@@ -123,7 +130,7 @@ stop() {
     done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
   fi
-  rm -f "$state_dir/pid" "$state_dir/port"
+  rm -f "$state_dir/pid" "$state_dir/port" "$state_dir/storage"
 }
 
 status() {
@@ -154,8 +161,13 @@ topic() {
   done
   [ -n "$name" ] || die "topic: name the topic"
   running_pid >/dev/null || die "no broker is running; run: scripts/kafka.sh start"
-  "$tansu" topic create "$name" --partitions "$partitions" \
-    --broker "tcp://127.0.0.1:$(cat "$state_dir/port")" >/dev/null
+  local broker="tcp://127.0.0.1:$(cat "$state_dir/port")"
+  # Idempotent: a topic that is there already is left as it is.
+  if "$tansu" topic list --broker "$broker" 2>/dev/null | grep -qF -- "\"name\":\"$name\""; then
+    echo "topic $name exists"
+    return 0
+  fi
+  "$tansu" topic create "$name" --partitions "$partitions" --broker "$broker" >/dev/null
   echo "created topic $name with $partitions partitions"
 }
 
