@@ -253,7 +253,15 @@ impl Pipeline {
             event_time.and_then(|et| et.idle_timeout_ms),
         );
         if let Some(r) = restore {
-            watermarks.restore(&r.manifest.source.watermarks);
+            let recorded: Vec<String> = r
+                .manifest
+                .source
+                .position
+                .iter()
+                .map(|p| p.split.clone())
+                .collect();
+            let snapshot = &r.manifest.source.watermarks;
+            watermarks.restore(&snapshot.for_splits(&recorded, &source.split_names()));
         }
 
         let (trigger_tx, trigger_rx) = bounded::<()>(1);

@@ -59,6 +59,33 @@ pub(crate) struct WatermarkSnapshot {
     pub(crate) split_max_timestamps: Vec<i64>,
 }
 
+impl WatermarkSnapshot {
+    /// This snapshot of a source whose splits were `recorded` (by index),
+    /// for the same source whose splits are now `names`: each split keeps
+    /// its own maximum, matched by name (a Kafka topic that gained a
+    /// partition shifts the indices of the partitions after it), and a
+    /// split the snapshot does not know starts empty. Without names to
+    /// match, splits are matched by index.
+    pub(crate) fn for_splits(&self, recorded: &[String], names: &[String]) -> WatermarkSnapshot {
+        if recorded.len() != self.split_max_timestamps.len() {
+            return self.clone();
+        }
+        let split_max_timestamps = names
+            .iter()
+            .map(|name| {
+                recorded
+                    .iter()
+                    .position(|r| r == name)
+                    .map_or(i64::MIN, |i| self.split_max_timestamps[i])
+            })
+            .collect();
+        WatermarkSnapshot {
+            watermark: self.watermark,
+            split_max_timestamps,
+        }
+    }
+}
+
 /// The watermark of one source over its splits.
 ///
 /// Cost: `observe` is O(1) unless the event raises the split that holds the
@@ -244,6 +271,21 @@ impl WatermarkTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_split_keeps_its_own_maximum_when_splits_were_added() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let snapshot = WatermarkSnapshot {
+            watermark: 90,
+            split_max_timestamps: vec![100, 200],
+        };
+        // Topic a gained a partition: b/0 moved from index 1 to 2.
+        let remapped = snapshot.for_splits(&names(&["a/0", "b/0"]), &names(&["a/0", "a/1", "b/0"]));
+        assert_eq!(remapped.split_max_timestamps, [100, i64::MIN, 200]);
+        assert_eq!(remapped.watermark, 90);
+        // A snapshot without names for its splits is matched by index.
+        assert_eq!(snapshot.for_splits(&[], &names(&["x", "y"])), snapshot);
+    }
 
     #[test]
     fn can_move_to_another_thread() {

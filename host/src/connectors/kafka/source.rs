@@ -40,6 +40,8 @@ struct Partition {
     next: u64,
     /// Where the partition started (for progress).
     first: u64,
+    /// The partition's oldest offset at open.
+    low: u64,
     /// Where the consumer fetches from: `next`, or before it after a seek
     /// (`resume_overlap`); records before `next` are skipped.
     fetch_from: u64,
@@ -124,6 +126,7 @@ impl KafkaSource {
                     name: format!("{topic}/{partition}"),
                     next: start,
                     first: start,
+                    low,
                     fetch_from: start,
                     end: spec.bounded.then_some(high),
                     end_confirmed: false,
@@ -519,8 +522,14 @@ impl Source for KafkaSource {
             };
             next.push((i, p.offset));
         }
-        // Partitions the checkpoint does not know (added since) keep their
-        // start offsets.
+        // Partitions the checkpoint does not know were added since: all of
+        // their records came after it, so they are read from the oldest
+        // whatever `start` says (`latest` would skip what came in between).
+        for p in &mut self.partitions {
+            if !position.iter().any(|known| known.split == p.name) {
+                (p.next, p.fetch_from, p.first) = (p.low, p.low, p.low);
+            }
+        }
         for (i, offset) in next {
             let p = &mut self.partitions[i];
             p.next = offset;

@@ -384,3 +384,36 @@ fn a_partition_that_lost_the_checkpointed_offset_fails_the_source_instead_of_ski
         "{error}"
     );
 }
+
+#[test]
+fn a_partition_the_checkpoint_does_not_know_is_read_from_its_oldest_record() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("grown", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = sink(&brokers, "grown", &[]);
+    let records: Vec<OutputRecord> = (0..40u64)
+        .map(|i| OutputRecord {
+            key: Some(i.to_string().into_bytes()),
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+
+    // Restored from a checkpoint taken when the topic had one partition,
+    // with `start = "latest"`: grown/1 is read whole, grown/0 from 0.
+    let spec = KafkaSourceSpec {
+        start: KafkaStart::Latest,
+        ..source_spec(&brokers, "grown")
+    };
+    let mut source = KafkaSource::open(&spec).unwrap();
+    source
+        .seek(&vec![SplitPosition {
+            split: "grown/0".into(),
+            offset: 0,
+        }])
+        .unwrap();
+    assert_eq!(read_all(&mut source).len(), 40);
+}
