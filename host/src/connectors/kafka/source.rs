@@ -16,6 +16,7 @@
 //! the first fetch response: tansu 0.6 answers ListOffsets(latest) with the
 //! newest batch's base offset + 1, short of the end of the log.
 
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -53,7 +54,8 @@ struct Partition {
 }
 
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    /// Dropped on a thread of its own, within a time limit (see `Drop`).
+    consumer: ManuallyDrop<BaseConsumer>,
     partitions: Vec<Partition>,
     /// Topic → split index per partition number.
     index: FxHashMap<String, Vec<Option<usize>>>,
@@ -144,7 +146,7 @@ impl KafkaSource {
             slots[at] = Some(i);
         }
         let mut source = Self {
-            consumer,
+            consumer: ManuallyDrop::new(consumer),
             partitions,
             index,
             assigned: false,
@@ -374,6 +376,33 @@ fn record_headers(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
         out.push((name.to_string_lossy().into_owned(), value));
     }
     out
+}
+
+/// How long closing the consumer may hold up the end of a pipeline.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
+
+impl Drop for KafkaSource {
+    /// Closing a consumer waits for librdkafka to close, which can retry
+    /// for ever while a group commit is outstanding and the broker does not
+    /// answer (librdkafka issue #3740). Those commits only inform lag tools,
+    /// so the source lets go after `CLOSE_LIMIT` and the close goes on in
+    /// the background.
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once and nothing uses the field after this.
+        let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let closing = std::thread::Builder::new()
+            .name("weir-kafka-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed_tx.send(());
+            });
+        if closing.is_ok() && closed_rx.recv_timeout(CLOSE_LIMIT).is_err() {
+            tracing::warn!(
+                "the kafka consumer did not close within {CLOSE_LIMIT:?}; leaving it to close in the background"
+            );
+        }
+    }
 }
 
 fn no_topic(topic: &str, brokers: &str) -> ConnectorError {
