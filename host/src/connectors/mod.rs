@@ -188,6 +188,11 @@ pub trait Source: Send {
     fn checkpoint_complete(&mut self, _position: &SourcePosition) -> Result<(), ConnectorError> {
         Ok(())
     }
+    /// Whether `checkpoint_complete` does anything: only then does the
+    /// source task, at the end, wait for its last checkpoint's outcome.
+    fn mirrors_checkpoints(&self) -> bool {
+        false
+    }
 }
 
 /// The offset of `split` in `position`, or a `Seek` error naming what is wrong.

@@ -64,8 +64,9 @@ pub(crate) struct SourceCheckpointing {
 }
 
 /// How long the source waits for its last checkpoint to complete, to tell
-/// the source (Kafka commits its offsets then). It only ever waits this long
-/// if the checkpoint can neither complete nor fail, which is a bug.
+/// a source that mirrors checkpoints (Kafka commits its offsets then). It
+/// waits this long when the checkpoint can neither complete nor fail before
+/// the source task ends: a subtask or sink that failed with it in flight.
 const LAST_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) struct SourceTask {
@@ -353,6 +354,8 @@ impl SourceTask {
         let Some(c) = self.checkpointing.as_mut() else {
             return;
         };
+        // Only a source that mirrors checkpoints needs the last outcome.
+        let to_the_last = to_the_last && self.source.mirrors_checkpoints();
         let deadline = std::time::Instant::now() + LAST_CHECKPOINT_WAIT;
         loop {
             let outcome = if to_the_last && !c.started.is_empty() {

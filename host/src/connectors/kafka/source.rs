@@ -580,6 +580,10 @@ impl Source for KafkaSource {
         out.append(&mut self.finished);
     }
 
+    fn mirrors_checkpoints(&self) -> bool {
+        true
+    }
+
     fn checkpoint_complete(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
         let mut tpl = TopicPartitionList::new();
         for p in position {
