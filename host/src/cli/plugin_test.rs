@@ -48,6 +48,12 @@ pub(crate) struct TestArgs {
 }
 
 pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
+    // Cheap checks first: a build can take a minute.
+    let config: Value = serde_json::from_str(&args.config)
+        .with_context(|| format!("--config is not JSON: {}", args.config))?;
+    if !args.events.is_file() {
+        bail!("--events {}: no such file", args.events.display());
+    }
     let component_path = if args.plugin.is_dir() {
         plugin_build::build(&args.plugin).context("building the plugin")?
     } else {
@@ -55,11 +61,6 @@ pub(crate) fn test(args: TestArgs) -> anyhow::Result<()> {
     };
     let component = std::fs::read(&component_path)
         .with_context(|| format!("cannot read the component {}", component_path.display()))?;
-    let config: Value = serde_json::from_str(&args.config)
-        .with_context(|| format!("--config is not JSON: {}", args.config))?;
-    if !args.events.is_file() {
-        bail!("--events {}: no such file", args.events.display());
-    }
     let spec = test_spec(&args, &component_path, config)?;
 
     let engine = Engine::new(Engine::default_cache_dir()).context("starting the wasm engine")?;
