@@ -41,6 +41,22 @@ fn sink(brokers: &str, topic: &str, splits: &[&str]) -> KafkaSink {
     KafkaSink::open(&spec, &context, None).unwrap()
 }
 
+/// Writes the values `0..n` (keyed by themselves if `keyed`) to `topic`
+/// through a sink, and waits until they are delivered.
+fn produce(brokers: &str, topic: &str, n: u64, keyed: bool) {
+    let mut sink = sink(brokers, topic, &[]);
+    let records: Vec<OutputRecord> = (0..n)
+        .map(|i| OutputRecord {
+            key: keyed.then(|| i.to_string().into_bytes()),
+            value: i.to_string().into_bytes(),
+            timestamp: None,
+            origin: Origin::Unknown,
+        })
+        .collect();
+    sink.write(&records).unwrap();
+    sink.flush().unwrap();
+}
+
 /// Reads until the source ends (bounded), within a time limit.
 fn read_all(source: &mut KafkaSource) -> Vec<SourceRecord> {
     let mut out = Vec::new();
@@ -128,17 +144,7 @@ fn a_seek_rewinds_to_a_position_and_a_completed_checkpoint_commits_it() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("in", 3, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let mut sink = sink(&brokers, "in", &[]);
-    let records: Vec<OutputRecord> = (0..300u64)
-        .map(|i| OutputRecord {
-            key: Some(i.to_string().into_bytes()),
-            value: i.to_string().into_bytes(),
-            timestamp: None,
-            origin: Origin::Unknown,
-        })
-        .collect();
-    sink.write(&records).unwrap();
-    sink.flush().unwrap();
+    produce(&brokers, "in", 300, true);
 
     let mut source = KafkaSource::open(&source_spec(&brokers, "in")).unwrap();
     let mut first = Vec::new();
@@ -340,17 +346,7 @@ fn a_partition_that_lost_the_checkpointed_offset_fails_the_source_instead_of_ski
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("short", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let mut sink = sink(&brokers, "short", &[]);
-    let records: Vec<OutputRecord> = (0..10u64)
-        .map(|i| OutputRecord {
-            key: None,
-            value: i.to_string().into_bytes(),
-            timestamp: None,
-            origin: Origin::Unknown,
-        })
-        .collect();
-    sink.write(&records).unwrap();
-    sink.flush().unwrap();
+    produce(&brokers, "short", 10, false);
 
     // The checkpoint says 50, the log ends at 10 (truncated, or recreated).
     let spec = KafkaSourceSpec {
@@ -390,17 +386,7 @@ fn a_partition_the_checkpoint_does_not_know_is_read_from_its_oldest_record() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("grown", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let mut sink = sink(&brokers, "grown", &[]);
-    let records: Vec<OutputRecord> = (0..40u64)
-        .map(|i| OutputRecord {
-            key: Some(i.to_string().into_bytes()),
-            value: i.to_string().into_bytes(),
-            timestamp: None,
-            origin: Origin::Unknown,
-        })
-        .collect();
-    sink.write(&records).unwrap();
-    sink.flush().unwrap();
+    produce(&brokers, "grown", 40, true);
 
     // Restored from a checkpoint taken when the topic had one partition,
     // with `start = "latest"`: grown/1 is read whole, grown/0 from 0.
