@@ -3,15 +3,15 @@
 //! The windows carry over (migrated from the Rust plugin's compact
 //! encoding to JSON at the first swap), so the alerts are the reference.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
-use weir::connectors::{generator_record, write_generator_value};
+use weir::connectors::write_generator_value;
 use weir_test_artifacts::FRAUD_DETECTOR;
 
 use crate::js::fraud_detector_js;
 use crate::python::fraud_detector_py;
+use crate::recovery::model_alerts;
 use crate::run_pipeline::assert_reference_alerts;
 use crate::serve::{Server, committed_output, send};
 
@@ -25,28 +25,6 @@ fn generated(from: u64, to: u64) -> Vec<u8> {
         body.push(b'\n');
     }
     body
-}
-
-/// How many alerts W2 gives if every window is forgotten at event `at`: what
-/// a swap that lost state would give.
-fn alerts_forgetting_state_at(at: u64) -> usize {
-    let mut windows: HashMap<u64, (i64, u32)> = HashMap::new();
-    let mut alerts = 0;
-    for i in 0..EVENTS {
-        if i == at {
-            windows.clear();
-        }
-        let (user, _, ts) = generator_record(i);
-        let window = windows.entry(user).or_insert((ts, 0));
-        if ts >= window.0 + 60_000 {
-            *window = (ts, 0);
-        }
-        window.1 += 1;
-        if window.1 == 5 {
-            alerts += 1;
-        }
-    }
-    alerts
 }
 
 #[test]
@@ -114,5 +92,5 @@ fn a_pipeline_swaps_from_rust_to_python_to_javascript_and_keeps_its_windows() {
     assert_reference_alerts(&committed_output(&server, "fraud", &out, 2_056));
     // The check can fail: had the first swap dropped the windows, the
     // alerts would differ.
-    assert_ne!(alerts_forgetting_state_at(400_000), 2_056);
+    assert_ne!(model_alerts(EVENTS, |_| 5, Some(400_000)).len(), 2_056);
 }

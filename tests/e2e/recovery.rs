@@ -276,7 +276,7 @@ fn restoring_at_parallelism_one_from_two_gives_the_same_alerts() {
 
 /// The W2 rule with a threshold per event; with `forget_at`, all state is
 /// dropped at that event (what a restore without state would do).
-fn model_alerts(
+pub(crate) fn model_alerts(
     events: u64,
     threshold: impl Fn(u64) -> u32,
     forget_at: Option<u64>,
