@@ -37,18 +37,60 @@ installed_version() {
   "$tansu" --version 2>/dev/null | awk '{print $NF}'
 }
 
+# tansu 0.6.0's group coordinator never reassigns a member's partitions once
+# that member stops heart-beating (it drops the member but keeps the group's
+# old assignment), so a surviving Weir process would never take over from a
+# killed one. The patch next to this script fixes that; the binary is built
+# from tansu's published sources with it, and rebuilt when the patch changes.
+patch_file="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tansu-group-rebalance.patch"
+declare -A crate_sha256=(
+  [tansu]=4fdd85473ec265140488cf8d55e82b844f5c051c8916fabdd4a71156ac053f6d
+  [tansu-broker]=93c1e91b40c2a706dfdbe9a795c08c70918c874ad23f6e0e87564cc0a180e720
+)
+
+patch_sum() {
+  sha256sum "$patch_file" | awk '{print $1}'
+}
+
+# Downloads crate $1 at TANSU_VERSION from crates.io into $2, checked
+# against its known digest.
+fetch_crate() {
+  local name="$1" into="$2" file="$2/$1.crate"
+  curl -fsSL --retry 3 -o "$file" \
+    "https://static.crates.io/crates/$name/$name-$TANSU_VERSION.crate" \
+    || die "could not download $name $TANSU_VERSION from crates.io"
+  echo "${crate_sha256[$name]}  $file" | sha256sum --check --quiet \
+    || die "$name-$TANSU_VERSION.crate does not have the expected sha256"
+  tar -xzf "$file" -C "$into"
+}
+
 install() {
-  if [ -x "$tansu" ] && [ "$(installed_version)" = "$TANSU_VERSION" ]; then
+  if [ -x "$tansu" ] && [ "$(installed_version)" = "$TANSU_VERSION" ] \
+    && [ "$(cat "$root/patch.sha256" 2>/dev/null)" = "$(patch_sum)" ]; then
     return 0
   fi
   command -v cargo >/dev/null || die "cargo is not installed; see https://rustup.rs"
-  echo "kafka.sh: building tansu $TANSU_VERSION into $root (the first time takes ~15 minutes)" >&2
+  echo "kafka.sh: building tansu $TANSU_VERSION (patched) into $root (the first time takes ~15 minutes)" >&2
+  local src="$root/src"
+  rm -rf "$src"
+  mkdir -p "$src" "$root/bin"
+  fetch_crate tansu "$src"
+  fetch_crate tansu-broker "$src"
+  (cd "$src/tansu-broker-$TANSU_VERSION" && git apply -p1 "$patch_file") \
+    || die "could not apply $patch_file to tansu-broker $TANSU_VERSION"
+  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' \
+    "$TANSU_VERSION" >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
   # A build directory of its own in the cache: an interrupted build resumes
-  # where it stopped, and Weir's target directory is left alone. Without the
-  # dynostore and libsql features tansu has no storage engine.
-  CARGO_TARGET_DIR="$root/build" cargo install tansu --version "$TANSU_VERSION" --locked \
-    --features dynostore,libsql --root "$root"
-  rm -rf "$root/build"
+  # where it stopped, and Weir's target directory is left alone. The crate's
+  # own Cargo.lock pins every other dependency. Without the dynostore and
+  # libsql features tansu has no storage engine.
+  CARGO_TARGET_DIR="$root/build" cargo build --release \
+    --manifest-path "$src/tansu-$TANSU_VERSION/Cargo.toml" \
+    --features dynostore,libsql --bin tansu
+  cp "$root/build/release/tansu" "$tansu.new"
+  mv "$tansu.new" "$tansu"
+  patch_sum >"$root/patch.sha256"
+  rm -rf "$root/build" "$src"
 }
 
 # Whether something accepts TCP connections on 127.0.0.1:$1.
