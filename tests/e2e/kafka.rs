@@ -92,10 +92,16 @@ fn without_duplicates(records: &[ReadRecord]) -> Vec<&ReadRecord> {
 
 /// Writes the generator's first `events` events to `topic`, keyed by user.
 fn produce_w2(broker: &Broker, topic: &str, events: u64) {
+    produce_w2_range(broker, topic, 0..events);
+}
+
+/// Writes the generator's events `range` to `topic`, keyed by user.
+fn produce_w2_range(broker: &Broker, topic: &str, range: std::ops::Range<u64>) {
     let started = Instant::now();
+    let events = range.end - range.start;
     broker.produce(
         topic,
-        (0..events).map(|i| {
+        range.map(|i| {
             let mut value = Vec::with_capacity(64);
             write_generator_value(i, &mut value);
             (generator_record(i).0.to_string().into_bytes(), value)
@@ -522,4 +528,258 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
     // The run was not interrupted: nothing is written twice either.
     assert_eq!(without_duplicates(&alerts).len(), alerts.len());
     assert_eq!(sorted_alerts(&alerts), reference_alerts(EVENTS));
+}
+
+/// The spec of the scale-out test: the W2 pipeline of the others, its
+/// partitions shared through `shared`, the group's session short so a
+/// killed member is noticed in seconds.
+fn group_spec(brokers: &str, shared: &Path, bounded: bool) -> String {
+    format!(
+        r#"
+name = "fraud"
+[source]
+kind = "kafka"
+brokers = "{brokers}"
+topics = ["transactions"]
+group = "weir-fraud-group"
+start = "earliest"
+bounded = {bounded}
+resume_overlap = 10000
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+[source.scale_out]
+shared = {shared}
+[event_time]
+field = "/ts"
+[key_by]
+field = "record-key"
+[plugin]
+wasm = {wasm}
+config = {{ threshold = 5, window_ms = 60000 }}
+[checkpoint]
+interval_ms = 200
+dir = "checkpoints"
+retain = 3
+[[sink]]
+output = "alerts"
+kind = "kafka"
+brokers = "{brokers}"
+topic = "alerts"
+"#,
+        shared = toml_path(shared.to_str().unwrap()),
+        wasm = toml_path(FRAUD_DETECTOR),
+    )
+}
+
+/// The partitions a group member's log says it holds now (its last
+/// `group: holding [...]` line).
+fn held(dir: &Path) -> Option<Vec<String>> {
+    let log = weir_log(dir);
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("group: holding ["))?;
+    let inner = line.strip_prefix("group: holding [")?.strip_suffix(']')?;
+    Some(
+        inner
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Offsets of each partition's newest complete shared checkpoint.
+fn shared_offsets(shared: &Path) -> BTreeMap<i32, u64> {
+    let mut offsets = BTreeMap::new();
+    for p in 0..4 {
+        let dir = shared.join(format!("fraud/transactions/{p}"));
+        let newest = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("chk-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .filter(|id| dir.join(format!("chk-{id}/INDEX.json")).exists())
+            .max();
+        let Some(id) = newest else { continue };
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("chk-{id}/MANIFEST.json"))).unwrap(),
+        )
+        .unwrap();
+        offsets.insert(
+            p,
+            manifest["source"]["position"][0]["offset"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    offsets
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+}
+
+#[test]
+fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_over_a_killed_ones_state()
+{
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    const HALF: u64 = EVENTS / 2;
+    produce_w2_range(&broker, "transactions", 0..HALF);
+    let shared = tempfile::tempdir().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&a, &b] {
+        let spec = group_spec(&broker.brokers(), shared.path(), false);
+        std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
+    }
+    let mut first = weir_logging_to_file(a.path());
+    wait_until(
+        "the first process holds every partition",
+        Duration::from_secs(60),
+        || held(a.path()).is_some_and(|h| h.len() == 4),
+    );
+    let mut second = weir_logging_to_file(b.path());
+    wait_until(
+        "the two processes split the partitions",
+        Duration::from_secs(120),
+        || {
+            let (ha, hb) = (held(a.path()), held(b.path()));
+            ha.is_some_and(|h| h.len() == 2) && hb.is_some_and(|h| h.len() == 2)
+        },
+    );
+    let (held_a, held_b) = (held(a.path()).unwrap(), held(b.path()).unwrap());
+    assert!(
+        held_a.iter().all(|p| !held_b.contains(p)),
+        "{held_a:?} {held_b:?}"
+    );
+
+    // Every partition's first half is in a shared checkpoint: the state of
+    // the second process's partitions lives there only.
+    let ends: BTreeMap<i32, u64> = {
+        let input = broker.read_all("transactions");
+        (0..4)
+            .map(|p| (p, input.iter().filter(|r| r.partition == p).count() as u64))
+            .collect()
+    };
+    wait_until(
+        "the first half is checkpointed",
+        Duration::from_secs(180),
+        || shared_offsets(shared.path()) == ends,
+    );
+    second.kill().unwrap(); // SIGKILL
+    second.wait().unwrap();
+    produce_w2_range(&broker, "transactions", HALF..EVENTS);
+
+    // The survivor gets the killed member's partitions once the group
+    // notices (the session timeout), from their shared checkpoints.
+    let reference = reference();
+    wait_until(
+        "every reference alert is written",
+        Duration::from_secs(300),
+        || {
+            assert!(
+                first.try_wait().unwrap().is_none(),
+                "the surviving process ended:\n{}",
+                weir_log(a.path())
+            );
+            let alerts = broker.read_all("alerts");
+            let distinct: std::collections::BTreeSet<Alert> =
+                alerts.iter().map(|r| parse_alert(&r.value)).collect();
+            reference.iter().all(|a| distinct.contains(a))
+        },
+    );
+    assert_eq!(held(a.path()).unwrap().len(), 4, "{}", weir_log(a.path()));
+    let log = weir_log(a.path());
+    for p in &held_b {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(&format!("  {p}: resuming from checkpoint"))),
+            "{p} was not restored from the killed process's checkpoint:\n{log}"
+        );
+    }
+
+    // SIGTERM: the survivor hands its partitions back and ends cleanly.
+    let pid = first.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let limit = Instant::now() + Duration::from_secs(60);
+    while first.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < limit, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(first.wait().unwrap().success(), "{}", weir_log(a.path()));
+    let summary = summary(a.path());
+    assert!(
+        summary["errors"].as_object().unwrap().is_empty(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["outputs"]["late"].as_u64().unwrap_or(0),
+        0,
+        "{summary}"
+    );
+
+    eprintln!("the surviving process's log:\n{}", weir_log(a.path()));
+    let alerts = broker.read_all("alerts");
+    let kept = without_duplicates(&alerts);
+    eprintln!(
+        "{} alerts written, {} after dropping duplicates by weir-origin",
+        alerts.len(),
+        kept.len()
+    );
+    assert_eq!(sorted_alerts(kept), reference);
+}
+
+#[test]
+fn a_bounded_group_run_ends_in_every_process_once_every_partition_is_finished() {
+    let broker = Broker::start();
+    broker.create_topic("transactions", 4);
+    broker.create_topic("alerts", 2);
+    const EVENTS: u64 = 200_000;
+    produce_w2(&broker, "transactions", EVENTS);
+    let shared = tempfile::tempdir().unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut children = Vec::new();
+    for dir in &dirs {
+        let spec = group_spec(&broker.brokers(), shared.path(), true);
+        std::fs::write(dir.path().join("pipeline.toml"), spec).unwrap();
+        children.push(weir_logging_to_file(dir.path()));
+    }
+    let limit = Instant::now() + Duration::from_secs(180);
+    for (child, dir) in children.iter_mut().zip(&dirs) {
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < limit, "no end:\n{}", weir_log(dir.path()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(child.wait().unwrap().success(), "{}", weir_log(dir.path()));
+    }
+    // Between them, every event once (a partition handed over at a
+    // rebalance resumes from its checkpoint: its replayed tail counts twice).
+    let events: u64 = dirs
+        .iter()
+        .map(|d| summary(d.path())["events_in"].as_u64().unwrap())
+        .sum();
+    assert!(events >= EVENTS, "{events}");
+    let alerts = broker.read_all("alerts");
+    assert_eq!(
+        sorted_alerts(without_duplicates(&alerts)),
+        reference_alerts(EVENTS)
+    );
 }

@@ -18,6 +18,7 @@
 //! to snapshot and carries the barriers.
 
 mod frames;
+mod shared;
 mod snapshot;
 mod store;
 
@@ -26,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use shared::{SharedCheckpoint, SharedCheckpoints, SharedError};
 pub(crate) use snapshot::{BackendConfig, restore_subtask, write_subtask};
+pub(crate) use store::read_manifest;
 pub use store::{CheckpointStore, LoadedCheckpoint, export_savepoint, load_checkpoint};
 
 use crate::connectors::{SinkState, SourcePosition};

@@ -14,7 +14,7 @@ use crate::runtime::timers::stored_domain;
 use crate::state::{StateEntry, StoredTimer, read_rocksdb_checkpoint, read_rocksdb_timers};
 
 const COMPLETE_PREFIX: &str = "chk-";
-const MANIFEST_CRC: &str = "MANIFEST.json.crc32";
+pub(super) const MANIFEST_CRC: &str = "MANIFEST.json.crc32";
 const IN_PROGRESS: &str = ".inprogress";
 const CORRUPT: &str = ".corrupt";
 
@@ -303,7 +303,7 @@ pub fn export_savepoint(
     Ok(manifest)
 }
 
-fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
     let path = dir.join(MANIFEST);
     let missing = |e: std::io::Error, name: &str| match e.kind() {
         std::io::ErrorKind::NotFound => {

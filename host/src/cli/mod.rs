@@ -13,6 +13,7 @@ mod remote;
 mod remote_pipeline;
 mod remote_plugin;
 mod run;
+mod run_group;
 mod savepoint;
 mod spec_json;
 mod table;

@@ -53,6 +53,35 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     let engine = Engine::new(Engine::default_cache_dir()).context("starting the wasm engine")?;
+    if let crate::spec::SourceSpec::Kafka(k) = &spec.source
+        && k.scale_out.is_some()
+    {
+        anyhow::ensure!(
+            !args.fresh,
+            "--fresh: with source.scale_out the checkpoints are shared by the group; to start \
+             the group over, stop every process and delete {}/{}",
+            k.scale_out.as_ref().map_or("", |s| s.shared.as_str()),
+            spec.name
+        );
+        anyhow::ensure!(
+            args.stop_after.is_none(),
+            "--stop-after is for savepoints, which a pipeline with source.scale_out does not take"
+        );
+        let summaries = super::run_group::run(&spec, &engine, component)
+            .with_context(|| format!("pipeline {:?} failed", spec.name))?;
+        let total = super::run_group::merge(&summaries, started.elapsed());
+        eprint!("{}", render_summary(&spec, &total, &component_path));
+        if let Some(path) = &args.summary_json {
+            let mut json = summary_json(&spec, &total);
+            json["partitions"] = summaries
+                .iter()
+                .map(|((topic, p), s)| serde_json::json!({"partition": format!("{topic}/{p}"), "events_in": s.events_in}))
+                .collect();
+            std::fs::write(path, json.to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let restore = checkpoint::resume_point(&spec, args.fresh, |problem| {
         eprintln!("warning: {problem}");
     })
@@ -192,7 +221,7 @@ fn render_summary(spec: &PipelineSpec, s: &RunSummary, component: &std::path::Pa
         out,
         "  plugin             {} (sha256 {})",
         component.display(),
-        &s.plugin_digest[..12]
+        s.plugin_digest.get(..12).unwrap_or("-")
     );
     out
 }

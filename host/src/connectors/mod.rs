@@ -21,7 +21,10 @@ pub use generator::{
     write_generator_value, write_generator_value_among,
 };
 pub use http_source::{HttpSource, IngestError, IngestLog};
-pub use kafka::{KafkaSink, KafkaSinkState, KafkaSource, headers as kafka_headers};
+pub use kafka::{
+    GroupMember, KafkaSink, KafkaSinkState, KafkaSource, PartitionOwner, TopicPartition,
+    headers as kafka_headers,
+};
 pub use sinks::{FileSink, NullSink, StdoutSink};
 
 use crate::spec::{SinkSpec, SourceSpec};

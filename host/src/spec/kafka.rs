@@ -39,6 +39,27 @@ pub struct KafkaSourceSpec {
     /// librdkafka client properties (`fetch.max.bytes = "..."`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Share the partitions with every `weir run` of this spec in the same
+    /// group (`[source.scale_out]`); see `cli::run_group`.
+    #[serde(default)]
+    pub scale_out: Option<ScaleOutSpec>,
+    /// Set by the group runner, never by a spec: read this one partition
+    /// only, outside the group (the runner's member holds the assignment
+    /// and commits the offsets).
+    #[serde(skip)]
+    pub only_partition: Option<(String, i32)>,
+}
+
+/// `[source.scale_out]`: the topics' partitions are shared out between the
+/// processes of the group by Kafka's group protocol; each partition runs as
+/// a pipeline of its own whose checkpoints go to `shared`, where whichever
+/// process gets the partition next restores them from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleOutSpec {
+    /// Storage every process reaches: a directory (a path or `file://`
+    /// URL), or an object-store URL.
+    pub shared: String,
 }
 
 /// Where a Kafka source starts without a checkpoint: `"earliest"`,
@@ -193,7 +214,56 @@ pub(super) fn validate_source(spec: &KafkaSourceSpec) -> Result<(), SpecError> {
             "name the consumer group (offsets are committed to it)",
         ));
     }
+    if let Some(scale_out) = &spec.scale_out
+        && scale_out.shared.trim().is_empty()
+    {
+        return Err(field(
+            "source.scale_out.shared",
+            "name the storage every process of the group reaches (a directory or a URL)",
+        ));
+    }
     check_properties("source", &spec.properties, SOURCE_OWNED)
+}
+
+/// What a spec must be for its partitions to be shared out: every record of
+/// a key in one partition, so a partition's state is whole on its own.
+pub(super) fn validate_scale_out(spec: &super::PipelineSpec) -> Result<(), SpecError> {
+    use super::SinkSpec;
+    if spec.key_by.field != "record-key" {
+        return Err(field(
+            "key_by.field",
+            format!(
+                "source.scale_out shares partitions, and state follows them: key by \"record-key\" \
+                 (with producers that partition by key, as Kafka's do) so every record of a key is \
+                 in one partition; {:?} could spread one key's records over partitions owned by \
+                 different processes and split its state silently",
+                spec.key_by.field
+            ),
+        ));
+    }
+    if spec.checkpoint.is_none() {
+        return Err(field(
+            "checkpoint",
+            "source.scale_out hands partitions over through checkpoints: add a [checkpoint] section",
+        ));
+    }
+    if spec.restore_from.is_some() {
+        return Err(field(
+            "restore_from",
+            "a savepoint holds the state of every partition together; with source.scale_out \
+             each partition restores from its own checkpoints in the shared storage",
+        ));
+    }
+    for (i, sink) in spec.sinks.iter().enumerate() {
+        if let SinkSpec::File { .. } = sink {
+            return Err(field(
+                &format!("sink[{i}]"),
+                "a file sink writes one file on one machine, which partitions moving between \
+                 processes cannot share; use a kafka sink with source.scale_out",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn validate_sink(i: usize, spec: &KafkaSinkSpec) -> Result<(), SpecError> {
@@ -320,6 +390,33 @@ mod tests {
             err.starts_with("sink[0].properties.message.timeout.ms: 0 means no limit"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn scale_out_needs_record_keys_checkpoints_and_no_file_sink() {
+        let scaled = KAFKA
+            .replace(
+                "group = \"weir-fraud\"",
+                "group = \"weir-fraud\"\nscale_out = { shared = \"/mnt/weir\" }",
+            )
+            .replace("[plugin]", "[checkpoint]\n[plugin]");
+        let spec = PipelineSpec::from_toml(&scaled).unwrap();
+        let SourceSpec::Kafka(source) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(source.scale_out.as_ref().unwrap().shared, "/mnt/weir");
+
+        let err = error_of(&scaled.replace("\"record-key\"", "\"/user_id\""));
+        assert!(err.starts_with("key_by.field:"), "{err}");
+        assert!(err.contains("split its state"), "{err}");
+        let err = error_of(&scaled.replace("[checkpoint]\n", ""));
+        assert!(err.starts_with("checkpoint:"), "{err}");
+        let err = error_of(&format!(
+            "{scaled}\n[[sink]]\noutput = \"late\"\nkind = \"file\"\npath = \"late.jsonl\""
+        ));
+        assert!(err.starts_with("sink[1]:"), "{err}");
+        let err = error_of(&scaled.replace("/mnt/weir", " "));
+        assert!(err.starts_with("source.scale_out.shared:"), "{err}");
     }
 
     #[test]

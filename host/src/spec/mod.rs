@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::json_field::JsonPointer;
 
-pub use kafka::{EXACTLY_ONCE_REFUSED, KafkaSinkSpec, KafkaSourceSpec, KafkaStart};
+pub use kafka::{EXACTLY_ONCE_REFUSED, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, ScaleOutSpec};
 pub use validate::{MAX_MEMORY_MB, MAX_PARALLELISM, SpecError};
 
 /// A whole pipeline: source → event time → key-by → plugin → sinks.

@@ -224,6 +224,11 @@ impl PipelineSpec {
         {
             return Err(field("restore_from", "must not be empty"));
         }
+        if let SourceSpec::Kafka(kafka) = &self.source
+            && kafka.scale_out.is_some()
+        {
+            super::kafka::validate_scale_out(self)?;
+        }
         let mut file_paths = HashSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {
             if sink.output().is_empty() {

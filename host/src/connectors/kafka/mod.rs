@@ -7,6 +7,7 @@
 //! the headers the sink labels records with. It never decides anything about
 //! time or keys: the runtime does.
 
+mod group;
 mod sink;
 mod source;
 
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
+pub use group::{GroupMember, PartitionOwner, TopicPartition};
 pub use sink::{KafkaSink, KafkaSinkState};
 pub use source::KafkaSource;
 

@@ -66,6 +66,9 @@ pub struct KafkaSource {
     records: u64,
     last_error_log: Option<Instant>,
     resume_overlap: u64,
+    /// Whether completed checkpoints' offsets are committed to the group
+    /// here (not when a group member elsewhere owns the assignment).
+    commits: bool,
     /// Why a partition went back past where it was fetched from (its log
     /// was truncated or recreated): the source fails rather than skip.
     rewound: Option<String>,
@@ -108,6 +111,12 @@ impl KafkaSource {
             }
             let mut numbers: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
             numbers.sort_unstable();
+            if let Some((only_topic, only)) = &spec.only_partition {
+                numbers.retain(|p| only_topic == topic && p == only);
+                if only_topic == topic && numbers.is_empty() {
+                    return Err(no_topic(&format!("{topic}/{only}"), &spec.brokers));
+                }
+            }
             for partition in numbers {
                 let (low, high) = consumer
                     .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
@@ -155,6 +164,7 @@ impl KafkaSource {
             records: 0,
             last_error_log: None,
             resume_overlap: spec.resume_overlap,
+            commits: spec.only_partition.is_none(),
             rewound: None,
         };
         source.mark_done();
@@ -585,6 +595,9 @@ impl Source for KafkaSource {
     }
 
     fn checkpoint_complete(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
+        if !self.commits {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         for p in position {
             let Some(q) = self.partitions.iter().find(|q| q.name == p.split) else {

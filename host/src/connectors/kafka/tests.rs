@@ -23,6 +23,8 @@ fn source_spec(brokers: &str, topic: &str) -> KafkaSourceSpec {
         bounded: true,
         resume_overlap: 0,
         properties: BTreeMap::new(),
+        scale_out: None,
+        only_partition: None,
     }
 }
 
