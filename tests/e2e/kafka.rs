@@ -90,6 +90,18 @@ fn without_duplicates(records: &[ReadRecord]) -> Vec<&ReadRecord> {
         .collect()
 }
 
+/// Asserts that `alerts`, once duplicates are dropped by `weir-origin`, are
+/// exactly `reference`.
+fn assert_reference_without_duplicates(alerts: &[ReadRecord], reference: &[Alert]) {
+    let kept = without_duplicates(alerts);
+    eprintln!(
+        "{} alerts written, {} after dropping duplicates by weir-origin",
+        alerts.len(),
+        kept.len()
+    );
+    assert_eq!(sorted_alerts(kept), reference);
+}
+
 /// Writes the generator's first `events` events to `topic`, keyed by user.
 fn produce_w2(broker: &Broker, topic: &str, events: u64) {
     produce_w2_range(broker, topic, 0..events);
@@ -389,13 +401,7 @@ fn sigkilled_twice_the_alerts_topic_holds_every_reference_alert_and_exactly_them
         alerts.iter().map(|r| parse_alert(&r.value)).collect();
     let missing: Vec<&Alert> = reference.iter().filter(|a| !distinct.contains(a)).collect();
     assert!(missing.is_empty(), "lost alerts: {missing:?}");
-    let kept = without_duplicates(&alerts);
-    eprintln!(
-        "{} alerts written, {} after dropping duplicates by weir-origin",
-        alerts.len(),
-        kept.len()
-    );
-    assert_eq!(sorted_alerts(kept), reference);
+    assert_reference_without_duplicates(&alerts, &reference);
 }
 
 #[test]
@@ -738,13 +744,7 @@ fn two_processes_in_one_group_split_the_partitions_and_the_survivor_takes_over_a
 
     eprintln!("the surviving process's log:\n{}", weir_log(a.path()));
     let alerts = broker.read_all("alerts");
-    let kept = without_duplicates(&alerts);
-    eprintln!(
-        "{} alerts written, {} after dropping duplicates by weir-origin",
-        alerts.len(),
-        kept.len()
-    );
-    assert_eq!(sorted_alerts(kept), reference);
+    assert_reference_without_duplicates(&alerts, &reference);
 }
 
 #[test]

@@ -133,13 +133,23 @@ impl SharedCheckpoints {
         })
     }
 
+    /// The objects and sub-prefixes directly under `key`.
+    fn list(&self, key: &str) -> Result<object_store::ListResult, SharedError> {
+        let prefix = self.object(key)?;
+        self.runtime
+            .block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map_err(store_err(format!("listing {key}")))
+    }
+
+    fn delete(&self, object: &ObjectPath) -> Result<(), SharedError> {
+        self.runtime
+            .block_on(self.store.delete(object))
+            .map_err(store_err(format!("deleting {object}")))
+    }
+
     /// Ids of the `chk-<id>` prefixes of a partition, newest first.
     fn ids(&self, root: &str) -> Result<Vec<u64>, SharedError> {
-        let prefix = self.object(root)?;
-        let listed = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&prefix)))
-            .map_err(store_err(format!("listing {root}")))?;
+        let listed = self.list(root)?;
         let mut ids: Vec<u64> = listed
             .common_prefixes
             .iter()
@@ -191,8 +201,9 @@ impl SharedCheckpoints {
     }
 
     /// Copies the local checkpoint `dir` (complete, described by
-    /// `manifest`) of a partition, unless it is there already, then drops
-    /// shared checkpoints older than the newest `retain`.
+    /// `manifest`) of a partition (SSTs the pool holds already are not
+    /// copied again; the caller knows which checkpoints it copied), then
+    /// drops shared checkpoints older than the newest `retain`.
     pub fn upload(
         &self,
         topic: &str,
@@ -204,11 +215,6 @@ impl SharedCheckpoints {
         let root = self.root(topic, partition);
         let manifest_bytes = std::fs::read(dir.join(MANIFEST)).map_err(io(dir))?;
         let manifest_crc32 = crc32fast::hash(&manifest_bytes);
-        if self.latest(topic, partition)?.is_some_and(|latest| {
-            latest.id == manifest.id && latest.manifest_crc32 == manifest_crc32
-        }) {
-            return Ok(());
-        }
         let chk = format!("{root}/chk-{}", manifest.id);
         let existing = self.pool(&root)?;
         let mut files = Vec::with_capacity(manifest.files.len() + 2);
@@ -257,12 +263,8 @@ impl SharedCheckpoints {
 
     /// The objects of a partition's SST pool.
     fn pool(&self, root: &str) -> Result<std::collections::HashSet<String>, SharedError> {
-        let prefix = self.object(&format!("{root}/{POOL}"))?;
-        let listed = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&prefix)))
-            .map_err(store_err(format!("listing {root}/{POOL}")))?;
-        Ok(listed
+        Ok(self
+            .list(&format!("{root}/{POOL}"))?
             .objects
             .into_iter()
             .map(|o| o.location.to_string())
@@ -270,18 +272,12 @@ impl SharedCheckpoints {
     }
 
     fn delete_prefix(&self, key: &str) -> Result<(), SharedError> {
-        let prefix = self.object(key)?;
-        let listed = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&prefix)))
-            .map_err(store_err(format!("listing {key}")))?;
+        let listed = self.list(key)?;
         for dir in &listed.common_prefixes {
             self.delete_prefix(dir.as_ref())?;
         }
         for object in listed.objects {
-            self.runtime
-                .block_on(self.store.delete(&object.location))
-                .map_err(store_err(format!("deleting {}", object.location)))?;
+            self.delete(&object.location)?;
         }
         Ok(())
     }
@@ -311,10 +307,7 @@ impl SharedCheckpoints {
         }
         for object in self.pool(root)? {
             if !used.contains(&object) {
-                let path = self.object(&object)?;
-                self.runtime
-                    .block_on(self.store.delete(&path))
-                    .map_err(store_err(format!("deleting {object}")))?;
+                self.delete(&self.object(&object)?)?;
             }
         }
         Ok(())

@@ -76,11 +76,7 @@ impl Partitions {
     /// checkpoints and working state of its own.
     fn partition_spec(&self, tp: &TopicPartition) -> PipelineSpec {
         let mut spec = self.spec.clone();
-        let own = |dir: &std::path::Path| {
-            dir.join(&self.spec.name)
-                .join("partitions")
-                .join(format!("{}.{}", tp.0, tp.1))
-        };
+        let own = |dir: &std::path::Path| self.partition_dir(dir, tp);
         if let SourceSpec::Kafka(k) = &mut spec.source {
             k.topics = vec![tp.0.clone()];
             k.only_partition = Some(tp.clone());
@@ -93,10 +89,27 @@ impl Partitions {
         spec
     }
 
+    /// A partition's own directory under `dir`.
+    fn partition_dir(
+        &self,
+        dir: &std::path::Path,
+        (topic, partition): &TopicPartition,
+    ) -> std::path::PathBuf {
+        dir.join(&self.spec.name)
+            .join("partitions")
+            .join(format!("{topic}.{partition}"))
+    }
+
+    /// Where a partition's pipeline keeps its checkpoints (looked at every
+    /// tick, so without building its whole spec).
     fn local_store(&self, tp: &TopicPartition) -> CheckpointStore {
-        let spec = self.partition_spec(tp);
-        let dir = &spec.checkpoint.as_ref().expect("validated: scale_out").dir;
-        CheckpointStore::new(dir, &spec.name)
+        let dir = &self
+            .spec
+            .checkpoint
+            .as_ref()
+            .expect("validated: scale_out")
+            .dir;
+        CheckpointStore::new(&self.partition_dir(dir, tp), &self.spec.name)
     }
 
     fn fail(&mut self, error: anyhow::Error) {
