@@ -59,13 +59,14 @@ pub(crate) fn write_subtask(
     key_groups: RangeInclusive<u16>,
     backend: &mut dyn KeyedStateBackend,
     catalog: &StateCatalog,
-    timers: &Timers,
+    timers: &mut Timers,
 ) -> Result<SubtaskCheckpoint, CheckpointError> {
     let rel = format!("subtask-{index}");
     let dir = checkpoint_dir.join(&rel);
     std::fs::create_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
 
     let native = format!("{rel}/rocksdb");
+    timers.flush()?;
     let state = if backend.native_checkpoint(&checkpoint_dir.join(&native))? {
         StateFiles::Rocksdb { dir: native }
     } else {

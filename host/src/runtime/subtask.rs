@@ -486,7 +486,7 @@ impl Subtask {
             key_groups,
             host.backend.as_mut(),
             &host.catalog,
-            &host.timers,
+            &mut host.timers,
         )
         .map_err(|e| e.to_string());
         if let Err(e) = &result {
