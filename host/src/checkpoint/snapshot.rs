@@ -45,7 +45,7 @@ impl BackendConfig {
             StateBackendKind::Memory => (Box::new(MemoryBackend::default()), Timers::default()),
             StateBackendKind::Rocksdb => {
                 let backend = RocksDbBackend::open(&self.dir, self.rocksdb.clone())?;
-                let timers = Timers::Rocks(backend.timer_store()?);
+                let timers = Timers::rocks(backend.timer_store()?);
                 (Box::new(backend), timers)
             }
         })
@@ -160,7 +160,7 @@ pub(crate) fn restore_subtask(
             config.rocksdb.clone(),
         )?;
         // The timers came with the database.
-        let timers = Timers::Rocks(backend.timer_store()?);
+        let timers = Timers::rocks(backend.timer_store()?);
         return Ok(RestoredSubtask {
             backend: Box::new(backend),
             catalog,
