@@ -30,9 +30,9 @@
 //! bookkeeping. Map and list state go straight to RocksDB. Every operation
 //! that reads RocksDB in bulk (checkpoint, export, key state, retain) writes
 //! the cache back first; `key_count`, which only has `&self`, overlays it.
-//! Pending timers (`rocks_timers.rs`) follow the same policy: new ones wait
-//! in memory until the next checkpoint or a size cap, so a timer that fires
-//! before then never reaches RocksDB.
+//! Pending timers follow the same policy one level up: new ones wait in
+//! memory until the next checkpoint or a size cap (`runtime/timers.rs`), so
+//! a timer that fires before then never reaches RocksDB.
 //!
 //! # Durability
 //!
