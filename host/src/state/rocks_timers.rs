@@ -147,21 +147,6 @@ impl RocksTimers {
             .map_err(|e| db_err("read a timer", &self.path, e))
     }
 
-    /// Registers a timer; false if the same one was pending.
-    pub fn register(
-        &mut self,
-        domain: u8,
-        kg: u16,
-        key: &[u8],
-        ts: i64,
-    ) -> Result<bool, StateError> {
-        if self.contains(domain, ts, key)? {
-            return Ok(false);
-        }
-        self.insert([(domain, kg, key, ts)])?;
-        Ok(true)
-    }
-
     /// Writes timers `(domain, key group, key, ts)` known not to be
     /// pending, in one batch.
     pub fn insert<'a>(
@@ -203,6 +188,7 @@ impl RocksTimers {
         if !self.contains(domain, ts, key)? {
             return Ok(false);
         }
+        // `contains` read the database, so `key_buf` holds this timer.
         let cf = self.cf()?;
         self.db
             .delete_cf_opt(cf, &self.key_buf, &self.write_opts)
@@ -346,6 +332,14 @@ mod tests {
     use super::*;
     use crate::state::{RocksDbBackend, RocksDbOptions};
 
+    fn register(timers: &mut RocksTimers, domain: u8, kg: u16, key: &[u8], ts: i64) -> bool {
+        if timers.contains(domain, ts, key).unwrap() {
+            return false;
+        }
+        timers.insert([(domain, kg, key, ts)]).unwrap();
+        true
+    }
+
     #[test]
     fn timers_fire_in_order_and_survive_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -353,12 +347,12 @@ mod tests {
             RocksDbBackend::open(&dir.path().join("db"), RocksDbOptions::default()).unwrap();
         let mut timers = backend.timer_store().unwrap();
         // Ties fire by key, whatever the key group (as in memory).
-        assert!(timers.register(0, 3, b"b", 20).unwrap());
-        assert!(timers.register(0, 7, b"a", 20).unwrap());
-        assert!(!timers.register(0, 3, b"a", 20).unwrap());
-        assert!(timers.register(0, 1, b"z", -5).unwrap());
-        assert!(timers.register(1, 1, b"p", 7).unwrap());
-        assert!(timers.register(0, 9, b"late", 100).unwrap());
+        assert!(register(&mut timers, 0, 3, b"b", 20));
+        assert!(register(&mut timers, 0, 7, b"a", 20));
+        assert!(!register(&mut timers, 0, 3, b"a", 20));
+        assert!(register(&mut timers, 0, 1, b"z", -5));
+        assert!(register(&mut timers, 1, 1, b"p", 7));
+        assert!(register(&mut timers, 0, 9, b"late", 100));
         assert_eq!(timers.len(0), 4);
         assert_eq!(timers.next_timestamp(0).unwrap(), Some(-5));
         assert!(timers.delete(0, b"late", 100).unwrap());
@@ -372,7 +366,7 @@ mod tests {
         assert_eq!(order, vec![(-5, &b"z"[..]), (20, b"a"), (20, b"b")]);
         assert_eq!(timers.next_timestamp(0).unwrap(), None);
         // A timer registered in the past after firing still fires.
-        assert!(timers.register(0, 2, b"again", 10).unwrap());
+        assert!(register(&mut timers, 0, 2, b"again", 10));
         assert_eq!(timers.next_timestamp(0).unwrap(), Some(10));
 
         let mut backend = backend;
