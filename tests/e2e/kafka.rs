@@ -818,6 +818,30 @@ fn a_bounded_group_run_ends_in_every_process_once_every_partition_is_finished() 
         .map(|d| summary(d.path())["events_in"].as_u64().unwrap())
         .sum();
     assert!(events >= EVENTS, "{events}");
+    // The summaries name the partitions each process ran: all four between them.
+    let mut partitions: Vec<String> = dirs
+        .iter()
+        .flat_map(|d| {
+            let summary = summary(d.path());
+            summary["partitions"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no partitions in {summary}"))
+                .iter()
+                .map(|p| p["partition"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    assert_eq!(
+        partitions,
+        [
+            "transactions/0",
+            "transactions/1",
+            "transactions/2",
+            "transactions/3"
+        ]
+    );
     let alerts = broker.read_all("alerts");
     assert_eq!(
         sorted_alerts(without_duplicates(&alerts)),

@@ -70,17 +70,19 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         let summaries = super::run_group::run(&spec, &engine, component)
             .with_context(|| format!("pipeline {:?} failed", spec.name))?;
         let total = super::run_group::merge(&summaries, started.elapsed());
-        eprint!("{}", render_summary(&spec, &total, &component_path));
-        if let Some(path) = &args.summary_json {
-            let mut json = summary_json(&spec, &total);
-            json["partitions"] = summaries
-                .iter()
-                .map(|((topic, p), s)| serde_json::json!({"partition": format!("{topic}/{p}"), "events_in": s.events_in}))
-                .collect();
-            std::fs::write(path, json.to_string())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
+        let partitions = summaries
+            .iter()
+            .map(|((topic, p), s)| serde_json::json!({"partition": format!("{topic}/{p}"), "events_in": s.events_in}))
+            .collect();
+        return report(
+            &args,
+            &spec,
+            &total,
+            &component_path,
+            [("partitions".to_owned(), partitions)]
+                .into_iter()
+                .collect(),
+        );
     }
     let restore = checkpoint::resume_point(&spec, args.fresh, |problem| {
         eprintln!("warning: {problem}");
@@ -136,9 +138,31 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("pipeline {:?} failed", spec.name))?;
     bar.finish_and_clear();
 
-    eprint!("{}", render_summary(&spec, &summary, &component_path));
+    report(
+        &args,
+        &spec,
+        &summary,
+        &component_path,
+        serde_json::Map::new(),
+    )
+}
+
+/// Prints the run's summary and writes `--summary-json`, with `extra`
+/// fields added to it.
+fn report(
+    args: &RunArgs,
+    spec: &PipelineSpec,
+    summary: &RunSummary,
+    component: &std::path::Path,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    eprint!("{}", render_summary(spec, summary, component));
     if let Some(path) = &args.summary_json {
-        std::fs::write(path, summary_json(&spec, &summary).to_string())
+        let mut json = summary_json(spec, summary);
+        if let Some(fields) = json.as_object_mut() {
+            fields.extend(extra);
+        }
+        std::fs::write(path, json.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
