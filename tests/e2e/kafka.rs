@@ -317,11 +317,9 @@ fn w2_from_a_four_partition_topic_writes_the_reference_alerts_to_a_topic() {
     assert_eq!(total, EVENTS as i64);
 }
 
-/// Waits until the run in `dir` has completed a checkpoint newer than
-/// `after`, and returns its id.
-/// The newest checkpoint id on disk (0 if none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir.join("checkpoints/fraud"))
+/// The ids of the `chk-<id>` directories in `dir` (none if it is missing).
+fn checkpoint_ids(dir: &Path) -> impl Iterator<Item = u64> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -332,10 +330,17 @@ fn newest_checkpoint(dir: &Path) -> u64 {
                 .parse::<u64>()
                 .ok()
         })
+}
+
+/// The newest checkpoint id on disk (0 if none).
+fn newest_checkpoint(dir: &Path) -> u64 {
+    checkpoint_ids(&dir.join("checkpoints/fraud"))
         .max()
         .unwrap_or(0)
 }
 
+/// Waits until the run in `dir` has completed a checkpoint newer than
+/// `after`, and returns its id.
 fn wait_for_checkpoint(dir: &Path, after: u64, child: &mut std::process::Child) -> Option<u64> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
@@ -640,17 +645,7 @@ fn shared_offsets(shared: &Path) -> BTreeMap<i32, u64> {
     let mut offsets = BTreeMap::new();
     for p in 0..4 {
         let dir = shared.join(format!("fraud/transactions/{p}"));
-        let newest = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("chk-")?
-                    .parse::<u64>()
-                    .ok()
-            })
+        let newest = checkpoint_ids(&dir)
             .filter(|id| dir.join(format!("chk-{id}/INDEX.json")).exists())
             .max();
         let Some(id) = newest else { continue };

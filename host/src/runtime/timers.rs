@@ -119,7 +119,8 @@ impl Timers {
         match self {
             Timers::Heap(t) => Ok(t.pop_due(domain, up_to, out)),
             Timers::Rocks { fresh, stored } => {
-                let mut from_db = Vec::with_capacity(limit.min(1 << 16));
+                // Grown as needed: most calls find nothing due in the database.
+                let mut from_db = Vec::new();
                 let mut n = stored.pop_due(tag(domain), up_to, limit, &mut from_db)?;
                 let fresh_due = fresh.next_timestamp(domain).is_some_and(|ts| ts <= up_to);
                 if n == limit && fresh_due {
