@@ -46,7 +46,7 @@ mod guest {
     use std::marker::PhantomData;
 
     use crate::processor::{handle_event, handle_timer};
-    use crate::sys::wasm::{begin_item, bindings, install_panic_hook, take_changes};
+    use crate::sys::wasm::{begin_batch, begin_item, bindings, install_panic_hook, take_changes};
     use crate::{Error, Processor, config};
 
     thread_local! {
@@ -127,11 +127,13 @@ mod guest {
     /// the plugin rejected. Each item begins (with its key, for the state
     /// overlay) before the plugin sees it, so every change carries its item.
     fn run_batch<T>(
-        items: impl Iterator<Item = T>,
+        items: impl ExactSizeIterator<Item = T>,
         key_of: impl Fn(&T) -> &[u8],
         mut handle: impl FnMut(&T) -> Result<(), Error>,
     ) -> bindings::BatchResult {
         let mut failures = Vec::new();
+        // A batch is at most as long as the host's u32 item indices reach.
+        begin_batch(items.len() as u32);
         for (index, item) in (0u32..).zip(items) {
             begin_item(index, key_of(&item));
             if let Err(error) = handle(&item) {

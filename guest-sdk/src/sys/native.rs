@@ -315,10 +315,10 @@ impl RawValueState {
         })
     }
 
-    pub(crate) fn set(&self, value: &[u8]) {
+    pub(crate) fn set(&self, value: Vec<u8>) {
         with_host(|host| {
             let slot = host.slot(&self.name, "value-state.set");
-            host.values.insert(slot, value.to_vec());
+            host.values.insert(slot, value);
         });
     }
 

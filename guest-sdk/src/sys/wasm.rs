@@ -43,6 +43,8 @@ use bindings::weir::plugin::{log as host_log, timers};
 #[derive(Default)]
 struct Batch {
     item: u32,
+    /// How many items the batch has.
+    len: u32,
     key: Vec<u8>,
     key_ids: FxHashMap<Vec<u8>, u32>,
     changes: Vec<Change>,
@@ -51,6 +53,88 @@ struct Batch {
     values: FxHashMap<(u32, u32), Option<usize>>,
     maps: FxHashMap<(u32, u32), MapOverlay>,
     lists: FxHashMap<(u32, u32), ListOverlay>,
+    reads: ValueReads,
+}
+
+/// Value-state reads through one host call per batch instead of one per
+/// item (`value-get-batch`), for the states worth it: those the previous
+/// batch read for at least half of its items. A plugin that reads a state
+/// for most events (a window, a count) crosses into the host once per batch;
+/// one that reads rarely does not pay for reading every item's value.
+///
+/// Indexed by state id: the host hands out small, dense ids.
+#[derive(Default)]
+struct ValueReads {
+    /// Per state: the items of this batch that read it.
+    counts: Vec<u32>,
+    /// Per state: whether the previous batch read it densely.
+    dense: Vec<bool>,
+    /// Per state: this batch's values, fetched at the first read.
+    fetched: Vec<Option<Fetched>>,
+}
+
+struct Fetched {
+    bytes: Vec<u8>,
+    /// Per item: the start of its value in `bytes` and its length, or `None`.
+    spans: Vec<Option<(u32, u32)>>,
+}
+
+impl Fetched {
+    fn new(values: host_state::BatchValues) -> Self {
+        let mut start = 0u32;
+        let spans = values
+            .lengths
+            .iter()
+            .map(|&len| {
+                let len = u32::try_from(len).ok()?;
+                let span = (start, len);
+                start += len;
+                Some(span)
+            })
+            .collect();
+        Fetched {
+            bytes: values.bytes,
+            spans,
+        }
+    }
+
+    fn get(&self, item: u32) -> Option<Vec<u8>> {
+        let (start, len) = (*self.spans.get(item as usize)?)?;
+        self.bytes
+            .get(start as usize..(start + len) as usize)
+            .map(<[u8]>::to_vec)
+    }
+}
+
+impl ValueReads {
+    /// Item `item` of a `len`-item batch reads `state`: `Some` if the value
+    /// comes from a whole-batch fetch, `None` if it is to be read alone.
+    fn read(&mut self, state: u32, item: u32) -> Option<Option<Vec<u8>>> {
+        let index = state as usize;
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+            self.dense.resize(index + 1, false);
+            self.fetched.resize_with(index + 1, || None);
+        }
+        self.counts[index] += 1;
+        if self.fetched[index].is_none() {
+            if !self.dense[index] {
+                return None;
+            }
+            let values = host_state::value_get_batch(state);
+            self.fetched[index] = Some(Fetched::new(values));
+        }
+        self.fetched[index].as_ref().map(|f| f.get(item))
+    }
+
+    /// The batch of `len` items ended: remember which states it read densely.
+    fn end_batch(&mut self, len: u32) {
+        for (dense, reads) in self.dense.iter_mut().zip(&mut self.counts) {
+            *dense = reads.saturating_mul(2) >= len && *reads > 0;
+            *reads = 0;
+        }
+        self.fetched.iter_mut().for_each(|f| *f = None);
+    }
 }
 
 impl Batch {
@@ -90,6 +174,11 @@ fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
     BATCH.with(|batch| f(&mut batch.borrow_mut()))
 }
 
+/// Starts a batch of `len` items.
+pub(crate) fn begin_batch(len: u32) {
+    with_batch(|b| b.len = len);
+}
+
 /// Starts handling item `item` (of key `key`) of the batch in hand.
 pub(crate) fn begin_item(item: u32, key: &[u8]) {
     with_batch(|b| {
@@ -106,6 +195,8 @@ pub(crate) fn take_changes() -> Vec<Change> {
         b.values.clear();
         b.maps.clear();
         b.lists.clear();
+        let len = b.len;
+        b.reads.end_batch(len);
         std::mem::take(&mut b.changes)
     })
 }
@@ -145,19 +236,22 @@ impl RawValueState {
                 });
             (b.item, pending)
         });
-        match pending {
+        if let Some(value) = pending {
+            return value;
+        }
+        match with_batch(|b| b.reads.read(self.id, item)) {
             Some(value) => value,
             None => host_state::value_get(self.id, item),
         }
     }
 
-    pub(crate) fn set(&self, value: &[u8]) {
+    pub(crate) fn set(&self, value: Vec<u8>) {
         with_batch(|b| {
             let key = b.intern_key();
             b.values.insert((self.id, key), Some(b.changes.len()));
             let effect = Effect::ValueSet(ValueWrite {
                 state: self.id,
-                value: value.to_vec(),
+                value,
             });
             push(b, effect);
         });

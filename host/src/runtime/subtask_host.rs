@@ -282,6 +282,31 @@ impl state::Host for SubtaskHost {
         self.backend.value_get(kg, id, key).map_err(state_err)
     }
 
+    fn value_get_batch(&mut self, state: u32) -> wasmtime::Result<state::BatchValues> {
+        let id = checked(&self.catalog, state, StateKind::Value)?;
+        read_item(&self.scope, 0)?;
+        let items = self.scope.items.len();
+        let mut values = state::BatchValues {
+            bytes: Vec::new(),
+            lengths: Vec::with_capacity(items),
+        };
+        for item in 0..items as u32 {
+            let (kg, key) = read_item(&self.scope, item)?;
+            match self.backend.value_get(kg, id, key).map_err(state_err)? {
+                Some(value) => {
+                    // A plugin's memory is capped far below 2 GiB, so a
+                    // value it wrote always fits.
+                    let len = i32::try_from(value.len())
+                        .map_err(|_| wasmtime::Error::msg("a state value exceeds 2 GiB"))?;
+                    values.lengths.push(len);
+                    values.bytes.extend_from_slice(&value);
+                }
+                None => values.lengths.push(-1),
+            }
+        }
+        Ok(values)
+    }
+
     fn map_get(
         &mut self,
         state: u32,
@@ -337,5 +362,68 @@ impl log::Host for SubtaskHost {
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         *self.counters.entry(name).or_default() += delta;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::key_groups::key_group;
+    use crate::state::MemoryBackend;
+    use state::Host as _;
+
+    fn host_with_batch(keys: &[&[u8]]) -> SubtaskHost {
+        let mut host = SubtaskHost::new("t".into(), 0, Box::new(MemoryBackend::default()));
+        for key in keys {
+            host.scope
+                .push(key_group(key), key, None, Origin::default());
+        }
+        host
+    }
+
+    #[test]
+    fn a_batch_read_gives_each_item_what_a_single_read_gives() {
+        let mut host = host_with_batch(&[b"a", b"b", b"c", b"a"]);
+        let window = host.declare("window".into(), WitStateKind::Value).unwrap();
+        let other = host.declare("other".into(), WitStateKind::Value).unwrap();
+        host.backend
+            .value_set(key_group(b"a"), window, b"a", b"one".to_vec())
+            .unwrap();
+        // Present but empty is not absent.
+        host.backend
+            .value_set(key_group(b"c"), window, b"c", Vec::new())
+            .unwrap();
+        host.backend
+            .value_set(key_group(b"b"), other, b"b", b"x".to_vec())
+            .unwrap();
+
+        let batch = host.value_get_batch(window).unwrap();
+        assert_eq!(batch.lengths, [3, -1, 0, 3]);
+        assert_eq!(batch.bytes, b"oneone");
+        let mut start = 0;
+        for (item, &len) in batch.lengths.iter().enumerate() {
+            let from_batch = usize::try_from(len).ok().map(|len| {
+                start += len;
+                batch.bytes[start - len..start].to_vec()
+            });
+            assert_eq!(from_batch, host.value_get(window, item as u32).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_batch_read_outside_a_batch_or_of_another_kind_traps_with_the_reason() {
+        let mut host = host_with_batch(&[]);
+        let window = host.declare("window".into(), WitStateKind::Value).unwrap();
+        let seen = host.declare("seen".into(), WitStateKind::Map).unwrap();
+        let error = host.value_get_batch(window).unwrap_err().to_string();
+        assert!(error.contains("not in open"), "{error}");
+
+        let mut host = host_with_batch(&[b"a"]);
+        host.declare("window".into(), WitStateKind::Value).unwrap();
+        host.declare("seen".into(), WitStateKind::Map).unwrap();
+        let error = host.value_get_batch(seen).unwrap_err().to_string();
+        assert!(error.contains("a map state, as a value state"), "{error}");
+        let error = host.value_get_batch(7).unwrap_err().to_string();
+        assert!(error.contains("never declared"), "{error}");
     }
 }

@@ -3,32 +3,70 @@
 //! All states of one key sit in one entry (plugins declare few states), so a
 //! state call costs one hash lookup of the key and a scan of a tiny vector,
 //! and a key whose last state is cleared disappears: memory follows live keys.
+//!
+//! Short keys and small values live inline in the table's slot rather than
+//! in allocations of their own: a lookup among many keys is bound by cache
+//! misses, and a boxed key, a boxed list of states and a boxed value made it
+//! four dependent misses instead of one (W2 spends most of its state time
+//! there). Maps and lists, rarer, sit behind one more pointer.
 
 use std::collections::BTreeMap;
-
-use rustc_hash::FxHashMap;
-
 use std::ops::RangeInclusive;
 use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
 use crate::runtime::key_groups::KEY_GROUPS;
 
+/// Bytes kept inline up to 16 of them (user ids, small encoded values).
+type Bytes = SmallVec<[u8; 16]>;
+
 #[derive(Default)]
 struct KeyEntry {
-    values: Vec<(StateId, Vec<u8>)>,
+    values: SmallVec<[(StateId, Bytes); 1]>,
+    collections: Option<Box<Collections>>,
+}
+
+#[derive(Default)]
+struct Collections {
     maps: Vec<(StateId, OrderedMap)>,
     lists: Vec<(StateId, Vec<Vec<u8>>)>,
 }
 
 impl KeyEntry {
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.maps.is_empty() && self.lists.is_empty()
+        self.values.is_empty() && self.collections.is_none()
+    }
+
+    fn maps(&self) -> &[(StateId, OrderedMap)] {
+        self.collections.as_ref().map_or(&[], |c| &c.maps)
+    }
+
+    fn lists(&self) -> &[(StateId, Vec<Vec<u8>>)] {
+        self.collections.as_ref().map_or(&[], |c| &c.lists)
+    }
+
+    fn collections_mut(&mut self) -> &mut Collections {
+        self.collections.get_or_insert_default()
+    }
+
+    /// Drops the maps-and-lists box once both are empty, so that
+    /// `is_empty` stays exact.
+    fn tidy(&mut self) {
+        if self
+            .collections
+            .as_ref()
+            .is_some_and(|c| c.maps.is_empty() && c.lists.is_empty())
+        {
+            self.collections = None;
+        }
     }
 }
 
 type OrderedMap = BTreeMap<Vec<u8>, Vec<u8>>;
-type Group = FxHashMap<Box<[u8]>, KeyEntry>;
+type Group = FxHashMap<Bytes, KeyEntry>;
 
 pub struct MemoryBackend {
     groups: Vec<Group>,
@@ -53,8 +91,12 @@ fn find_mut<T>(slots: &mut [(StateId, T)], state: StateId) -> Option<&mut T> {
         .map(|(_, v)| v)
 }
 
+fn position<T>(slots: &[(StateId, T)], state: StateId) -> Option<usize> {
+    slots.iter().position(|(id, _)| *id == state)
+}
+
 fn remove<T>(slots: &mut Vec<(StateId, T)>, state: StateId) {
-    if let Some(i) = slots.iter().position(|(id, _)| *id == state) {
+    if let Some(i) = position(slots, state) {
         slots.swap_remove(i);
     }
 }
@@ -67,9 +109,9 @@ impl MemoryBackend {
     fn entry_mut(&mut self, kg: u16, key: &[u8]) -> &mut KeyEntry {
         let group = &mut self.groups[usize::from(kg)];
         // Look up by slice first so that the common case (key present) does
-        // not allocate an owned key.
+        // not build an owned key.
         if !group.contains_key(key) {
-            group.insert(key.into(), KeyEntry::default());
+            group.insert(Bytes::from_slice(key), KeyEntry::default());
         }
         group.get_mut(key).expect("inserted above")
     }
@@ -79,6 +121,7 @@ impl MemoryBackend {
         let group = &mut self.groups[usize::from(kg)];
         if let Some(entry) = group.get_mut(key) {
             f(entry);
+            entry.tidy();
             if entry.is_empty() {
                 group.remove(key);
             }
@@ -96,7 +139,7 @@ impl KeyedStateBackend for MemoryBackend {
         Ok(self
             .entry(kg, key)
             .and_then(|e| find(&e.values, state))
-            .cloned())
+            .map(|v| v.to_vec()))
     }
 
     fn value_set(
@@ -107,6 +150,12 @@ impl KeyedStateBackend for MemoryBackend {
         value: Vec<u8>,
     ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
+        // `from_vec` keeps a large value's allocation; a small one moves inline.
+        let value = if value.len() <= 16 {
+            Bytes::from_slice(&value)
+        } else {
+            Bytes::from_vec(value)
+        };
         match find_mut(&mut entry.values, state) {
             Some(slot) => *slot = value,
             None => entry.values.push((state, value)),
@@ -115,7 +164,11 @@ impl KeyedStateBackend for MemoryBackend {
     }
 
     fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
-        self.update(kg, key, |e| remove(&mut e.values, state));
+        self.update(kg, key, |e| {
+            if let Some(i) = position(&e.values, state) {
+                e.values.swap_remove(i);
+            }
+        });
         Ok(())
     }
 
@@ -128,7 +181,7 @@ impl KeyedStateBackend for MemoryBackend {
     ) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .entry(kg, key)
-            .and_then(|e| find(&e.maps, state))
+            .and_then(|e| find(e.maps(), state))
             .and_then(|m| m.get(map_key))
             .cloned())
     }
@@ -141,12 +194,12 @@ impl KeyedStateBackend for MemoryBackend {
         map_key: Vec<u8>,
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        let entry = self.entry_mut(kg, key);
-        match find_mut(&mut entry.maps, state) {
+        let maps = &mut self.entry_mut(kg, key).collections_mut().maps;
+        match find_mut(maps, state) {
             Some(map) => {
                 map.insert(map_key, value);
             }
-            None => entry.maps.push((state, BTreeMap::from([(map_key, value)]))),
+            None => maps.push((state, BTreeMap::from([(map_key, value)]))),
         }
         Ok(())
     }
@@ -159,10 +212,13 @@ impl KeyedStateBackend for MemoryBackend {
         map_key: &[u8],
     ) -> Result<(), StateError> {
         self.update(kg, key, |e| {
-            if let Some(map) = find_mut(&mut e.maps, state) {
+            let Some(c) = e.collections.as_mut() else {
+                return;
+            };
+            if let Some(map) = find_mut(&mut c.maps, state) {
                 map.remove(map_key);
                 if map.is_empty() {
-                    remove(&mut e.maps, state);
+                    remove(&mut c.maps, state);
                 }
             }
         });
@@ -177,13 +233,17 @@ impl KeyedStateBackend for MemoryBackend {
     ) -> Result<MapEntries, StateError> {
         Ok(self
             .entry(kg, key)
-            .and_then(|e| find(&e.maps, state))
+            .and_then(|e| find(e.maps(), state))
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
     }
 
     fn map_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
-        self.update(kg, key, |e| remove(&mut e.maps, state));
+        self.update(kg, key, |e| {
+            if let Some(c) = e.collections.as_mut() {
+                remove(&mut c.maps, state);
+            }
+        });
         Ok(())
     }
 
@@ -194,10 +254,10 @@ impl KeyedStateBackend for MemoryBackend {
         key: &[u8],
         value: Vec<u8>,
     ) -> Result<(), StateError> {
-        let entry = self.entry_mut(kg, key);
-        match find_mut(&mut entry.lists, state) {
+        let lists = &mut self.entry_mut(kg, key).collections_mut().lists;
+        match find_mut(lists, state) {
             Some(list) => list.push(value),
-            None => entry.lists.push((state, vec![value])),
+            None => lists.push((state, vec![value])),
         }
         Ok(())
     }
@@ -210,13 +270,17 @@ impl KeyedStateBackend for MemoryBackend {
     ) -> Result<Vec<Vec<u8>>, StateError> {
         Ok(self
             .entry(kg, key)
-            .and_then(|e| find(&e.lists, state))
+            .and_then(|e| find(e.lists(), state))
             .cloned()
             .unwrap_or_default())
     }
 
     fn list_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
-        self.update(kg, key, |e| remove(&mut e.lists, state));
+        self.update(kg, key, |e| {
+            if let Some(c) = e.collections.as_mut() {
+                remove(&mut c.lists, state);
+            }
+        });
         Ok(())
     }
 
@@ -229,13 +293,17 @@ impl KeyedStateBackend for MemoryBackend {
             return Ok(KeyState::default());
         };
         Ok(KeyState {
-            values: entry.values.clone(),
+            values: entry
+                .values
+                .iter()
+                .map(|(id, v)| (*id, v.to_vec()))
+                .collect(),
             maps: entry
-                .maps
+                .maps()
                 .iter()
                 .map(|(id, m)| (*id, m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
                 .collect(),
-            lists: entry.lists.clone(),
+            lists: entry.lists().to_vec(),
         })
     }
 
@@ -248,10 +316,10 @@ impl KeyedStateBackend for MemoryBackend {
                         kg,
                         state: *state,
                         key: key.to_vec(),
-                        value: value.clone(),
+                        value: value.to_vec(),
                     })?;
                 }
-                for (state, map) in &entry.maps {
+                for (state, map) in entry.maps() {
                     for (map_key, value) in map {
                         sink(StateEntry::MapEntry {
                             kg,
@@ -262,7 +330,7 @@ impl KeyedStateBackend for MemoryBackend {
                         })?;
                     }
                 }
-                for (state, items) in &entry.lists {
+                for (state, items) in entry.lists() {
                     sink(StateEntry::List {
                         kg,
                         state: *state,
