@@ -131,8 +131,10 @@ export declare class Processor {
 /** The `weir:plugin/handler` export componentize-js wraps. */
 export interface Handler {
   open(config: string): void;
-  process(events: unknown[]): unknown;
-  onTimer(fired: unknown[]): unknown;
+  /** A packed `event-batch` (see the WIT). */
+  process(batch: unknown): unknown;
+  /** A packed `timer-batch` (see the WIT). */
+  onTimer(batch: unknown): unknown;
   stateVersion(): number;
   migrate(from: number, items: unknown[]): Array<Uint8Array | undefined>;
 }

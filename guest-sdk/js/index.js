@@ -549,6 +549,41 @@ function fromS64(value) {
   return Number(BigInt.asIntN(64, BigInt(value)));
 }
 
+// The host packs a batch's keys and values into one buffer (the WIT's
+// `event-batch`); the handlers take one object per event.
+function unpackEvents({ bytes, events, headers }) {
+  const out = new Array(events.length);
+  let at = 0;
+  let next = 0;
+  for (let index = 0; index < events.length; index++) {
+    const packed = events[index];
+    let key;
+    if (packed.keyLen >= 0) {
+      key = bytes.subarray(at, at + packed.keyLen);
+      at += packed.keyLen;
+    }
+    const value = bytes.subarray(at, at + packed.valueLen);
+    at += packed.valueLen;
+    let eventHeaders = [];
+    if (next < headers.length && headers[next].event === index) {
+      eventHeaders = headers[next].headers;
+      next++;
+    }
+    out[index] = { key, value, timestamp: packed.timestamp, headers: eventHeaders };
+  }
+  return out;
+}
+
+// Fired timers, packed like events (the WIT's `timer-batch`).
+function unpackTimers({ keys, timers }) {
+  let at = 0;
+  return timers.map((packed) => {
+    const key = keys.subarray(at, at + packed.keyLen);
+    at += packed.keyLen;
+    return { key, timestamp: packed.timestamp, domain: packed.domain };
+  });
+}
+
 /** The `handler` export for `ProcessorClass`. In the plugin's module:
  * `export const handler = exportProcessor(MyPlugin);` */
 export function exportProcessor(ProcessorClass) {
@@ -589,9 +624,9 @@ export function exportProcessor(ProcessorClass) {
       plugin = instance;
     },
 
-    process(events) {
+    process(batch) {
       const instance = current();
-      return runBatch(events, (event) => {
+      return runBatch(unpackEvents(batch), (event) => {
         const timestamp = optionalTime(event.timestamp);
         instance.process(
           new Context(event.key, timestamp),
@@ -600,9 +635,9 @@ export function exportProcessor(ProcessorClass) {
       });
     },
 
-    onTimer(fired) {
+    onTimer(batch) {
       const instance = current();
-      return runBatch(fired, (timer) => {
+      return runBatch(unpackTimers(batch), (timer) => {
         const timestamp = fromS64(timer.timestamp);
         instance.onTimer(
           new Context(timer.key, timestamp),

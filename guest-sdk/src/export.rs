@@ -46,7 +46,10 @@ mod guest {
     use std::marker::PhantomData;
 
     use crate::processor::{handle_event, handle_timer};
-    use crate::sys::wasm::{begin_batch, begin_item, bindings, install_panic_hook, take_changes};
+    use crate::sys::wasm::{
+        begin_batch, begin_item, bindings, for_each_event, for_each_timer, install_panic_hook,
+        take_changes,
+    };
     use crate::{Error, Processor, config};
 
     thread_local! {
@@ -69,23 +72,25 @@ mod guest {
             Ok(())
         }
 
-        fn process(events: Vec<bindings::Event>) -> bindings::BatchResult {
+        fn process(events: bindings::EventBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(
-                    events.into_iter().map(crate::Event::from),
-                    |event| event.key().unwrap_or_default(),
-                    |event| handle_event(plugin, event),
-                )
+                run_batch(events.events.len(), |item| {
+                    for_each_event(events, |index, event| {
+                        item(index, event.key().unwrap_or_default(), &mut || {
+                            handle_event(plugin, event)
+                        })
+                    })
+                })
             })
         }
 
-        fn on_timer(fired: Vec<bindings::Timer>) -> bindings::BatchResult {
+        fn on_timer(fired: bindings::TimerBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(
-                    fired.into_iter().map(crate::Timer::from),
-                    |timer| timer.key(),
-                    |timer| handle_timer(plugin, timer),
-                )
+                run_batch(fired.timers.len(), |item| {
+                    for_each_timer(fired, |index, timer| {
+                        item(index, timer.key(), &mut || handle_timer(plugin, timer))
+                    })
+                })
             })
         }
 
@@ -123,26 +128,27 @@ mod guest {
         })
     }
 
-    /// Handles a batch in order and returns what it changed, with the items
-    /// the plugin rejected. Each item begins (with its key, for the state
-    /// overlay) before the plugin sees it, so every change carries its item.
-    fn run_batch<T>(
-        items: impl ExactSizeIterator<Item = T>,
-        key_of: impl Fn(&T) -> &[u8],
-        mut handle: impl FnMut(&T) -> Result<(), Error>,
+    /// Handles a batch of `len` items in order and returns what it changed,
+    /// with the items the plugin rejected. `walk` hands each item to the
+    /// closure it is given: its index, its key, and how to handle it. Each
+    /// item begins (with its key, for the state overlay) before the plugin
+    /// sees it, so every change carries its item.
+    fn run_batch(
+        len: usize,
+        walk: impl FnOnce(&mut dyn FnMut(u32, &[u8], &mut dyn FnMut() -> Result<(), Error>)),
     ) -> bindings::BatchResult {
         let mut failures = Vec::new();
         // A batch is at most as long as the host's u32 item indices reach.
-        begin_batch(items.len() as u32);
-        for (index, item) in (0u32..).zip(items) {
-            begin_item(index, key_of(&item));
-            if let Err(error) = handle(&item) {
+        begin_batch(len as u32);
+        walk(&mut |index, key, handle| {
+            begin_item(index, key);
+            if let Err(error) = handle() {
                 failures.push(bindings::Failure {
                     item: index,
                     reason: error.into_message(),
                 });
             }
-        }
+        });
         bindings::BatchResult {
             changes: take_changes(),
             failures,

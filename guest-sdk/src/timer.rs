@@ -12,9 +12,9 @@ pub enum TimeDomain {
 /// A timer that fired for a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timer {
-    key: Vec<u8>,
-    timestamp: i64,
-    domain: TimeDomain,
+    pub(crate) key: Vec<u8>,
+    pub(crate) timestamp: i64,
+    pub(crate) domain: TimeDomain,
 }
 
 impl Timer {

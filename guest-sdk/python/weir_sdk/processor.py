@@ -67,6 +67,48 @@ def _parse_config(config):
     return {} if parsed is None else parsed
 
 
+class _Item:
+    """One unpacked event or timer of a batch."""
+
+    __slots__ = ("key", "value", "timestamp", "headers", "domain")
+
+    def __init__(self, key, value=None, timestamp=None, headers=None, domain=None):
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+        self.headers = headers
+        self.domain = domain
+
+
+def _unpack_events(batch):
+    """The host packs a batch's keys and values into one buffer (the WIT's
+    `event-batch`); the handlers take one item per event."""
+    data = batch.bytes
+    headers = {h.event: h.headers for h in batch.headers}
+    items = []
+    at = 0
+    for index, packed in enumerate(batch.events):
+        key = None
+        if packed.key_len >= 0:
+            key = data[at : at + packed.key_len]
+            at += packed.key_len
+        value = data[at : at + packed.value_len]
+        at += packed.value_len
+        items.append(_Item(key, value, packed.timestamp, headers.get(index, [])))
+    return items
+
+
+def _unpack_timers(batch):
+    """Fired timers, packed like events (the WIT's `timer-batch`)."""
+    items = []
+    at = 0
+    for packed in batch.timers:
+        key = batch.keys[at : at + packed.key_len]
+        at += packed.key_len
+        items.append(_Item(key, timestamp=packed.timestamp, domain=packed.domain))
+    return items
+
+
 def export(processor_class):
     """The `Handler` class componentize-py exports for `processor_class`.
     In the plugin's module: `Handler = weir_sdk.export(MyPlugin)`."""
@@ -100,7 +142,7 @@ def export(processor_class):
             # A second `open` (after a swap) replaces the previous instance.
             plugin[0] = instance
 
-        def process(self, events):
+        def process(self, batch):
             instance = current()
 
             def handle(event):
@@ -109,9 +151,9 @@ def export(processor_class):
                     Event(event.key, event.value, event.timestamp, event.headers),
                 )
 
-            return run_batch(events, handle)
+            return run_batch(_unpack_events(batch), handle)
 
-        def on_timer(self, fired):
+        def on_timer(self, batch):
             instance = current()
 
             def handle(timer):
@@ -120,7 +162,7 @@ def export(processor_class):
                     Timer(timer.key, timer.timestamp, timer.domain),
                 )
 
-            return run_batch(fired, handle)
+            return run_batch(_unpack_timers(batch), handle)
 
         def state_version(self):
             return int(processor_class.STATE_VERSION)

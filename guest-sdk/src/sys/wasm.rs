@@ -20,7 +20,7 @@ pub mod bindings {
     });
 
     pub use self::exports::weir::plugin::handler::{Guest, StoredValue};
-    pub use self::weir::plugin::types::{BatchResult, Event, Failure, Timer};
+    pub use self::weir::plugin::types::{BatchResult, EventBatch, Failure, TimerBatch};
 }
 
 use std::cell::RefCell;
@@ -496,23 +496,70 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
-impl From<bindings::Event> for Event {
-    fn from(event: bindings::Event) -> Self {
-        Event {
-            key: event.key,
-            value: event.value,
-            timestamp: event.timestamp,
-            headers: event.headers,
-        }
+/// Walks a packed event batch, handing `f` each event with its index. One
+/// `Event` is refilled for every item, so the plugin allocates its buffers
+/// once per batch rather than per event.
+pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32, &Event)) {
+    let bindings::EventBatch {
+        bytes,
+        events,
+        headers,
+    } = batch;
+    let mut headers = headers.into_iter().peekable();
+    let mut event = Event::default();
+    let mut at = 0;
+    for (index, packed) in (0u32..).zip(&events) {
+        let key = usize::try_from(packed.key_len)
+            .ok()
+            .map(|len| take(&bytes, &mut at, len));
+        refill(&mut event.key, key);
+        event.value.clear();
+        event
+            .value
+            .extend_from_slice(take(&bytes, &mut at, packed.value_len as usize));
+        event.timestamp = packed.timestamp;
+        event.headers = match headers.next_if(|h| h.event == index) {
+            Some(h) => h.headers,
+            None => Vec::new(),
+        };
+        f(index, &event);
     }
 }
 
-impl From<bindings::Timer> for Timer {
-    fn from(timer: bindings::Timer) -> Self {
-        let domain = match timer.domain {
-            bindings::weir::plugin::types::TimeDomain::EventTime => TimeDomain::EventTime,
-            bindings::weir::plugin::types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+/// Walks a packed batch of fired timers like [`for_each_event`].
+pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32, &Timer)) {
+    let mut timer = Timer::new(Vec::new(), 0, TimeDomain::EventTime);
+    let mut at = 0;
+    for (index, packed) in (0u32..).zip(&batch.timers) {
+        timer.key.clear();
+        timer
+            .key
+            .extend_from_slice(take(&batch.keys, &mut at, packed.key_len as usize));
+        timer.timestamp = packed.timestamp;
+        timer.domain = match packed.domain {
+            WitTimeDomain::EventTime => TimeDomain::EventTime,
+            WitTimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
         };
-        Timer::new(timer.key, timer.timestamp, domain)
+        f(index, &timer);
+    }
+}
+
+/// The next `len` bytes of a packed batch.
+fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> &'a [u8] {
+    let slice = bytes
+        .get(*at..*at + len)
+        .expect("the host packs every key and value of a batch into its bytes");
+    *at += len;
+    slice
+}
+
+fn refill(slot: &mut Option<Vec<u8>>, bytes: Option<&[u8]>) {
+    match (slot.as_mut(), bytes) {
+        (Some(buf), Some(bytes)) => {
+            buf.clear();
+            buf.extend_from_slice(bytes);
+        }
+        (None, Some(bytes)) => *slot = Some(bytes.to_vec()),
+        (_, None) => *slot = None,
     }
 }

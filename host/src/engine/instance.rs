@@ -6,7 +6,8 @@
 
 use wasmtime::Store;
 
-use super::bindings::{BatchResult, Event, Processor, StoredValue, Timer};
+use super::batch::{Event, Timer, empty_event_batch, empty_timer_batch, pack_events, pack_timers};
+use super::bindings::{BatchResult, EventBatch, Processor, StoredValue, TimerBatch};
 use super::limits::SandboxError;
 use super::wasi::Sandbox;
 use super::{EngineError, Plugin, PluginHost, StoreData};
@@ -47,6 +48,9 @@ pub struct PluginInstance<H: 'static> {
     store: Store<StoreData<H>>,
     bindings: Processor,
     poisoned: bool,
+    /// The packed batch of the last call, kept for its buffers.
+    events: EventBatch,
+    timers: TimerBatch,
 }
 
 impl<H: PluginHost> PluginInstance<H> {
@@ -80,6 +84,8 @@ impl<H: PluginHost> PluginInstance<H> {
                 store,
                 bindings,
                 poisoned: false,
+                events: empty_event_batch(),
+                timers: empty_timer_batch(),
             }),
             Err(e) => {
                 let host = store.into_data().host;
@@ -101,20 +107,22 @@ impl<H: PluginHost> PluginInstance<H> {
     /// Calls `process` on a batch; returns what the batch changed.
     pub fn process(&mut self, events: &[Event]) -> Result<BatchResult, CallError> {
         self.before_call()?;
+        pack_events(events, &mut self.events).map_err(too_large)?;
         let result = self
             .bindings
             .weir_plugin_handler()
-            .call_process(&mut self.store, events);
+            .call_process(&mut self.store, &self.events);
         self.after_call(result)
     }
 
     /// Calls `on-timer` on a batch of fired timers.
     pub fn on_timer(&mut self, timers: &[Timer]) -> Result<BatchResult, CallError> {
         self.before_call()?;
+        pack_timers(timers, &mut self.timers).map_err(too_large)?;
         let result = self
             .bindings
             .weir_plugin_handler()
-            .call_on_timer(&mut self.store, timers);
+            .call_on_timer(&mut self.store, &self.timers);
         self.after_call(result)
     }
 
@@ -178,6 +186,15 @@ impl<H: PluginHost> PluginInstance<H> {
             self.poisoned = true;
             classify(e)
         })
+    }
+}
+
+/// A batch the contract cannot carry is the item's problem, like a batch
+/// that does not fit the plugin's memory: the replay isolates the item.
+fn too_large(error: super::batch::TooLarge) -> CallError {
+    CallError {
+        kind: CallErrorKind::Memory,
+        message: error.to_string(),
     }
 }
 

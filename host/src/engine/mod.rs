@@ -7,6 +7,7 @@
 //! keys, state or outputs: it calls into a `PluginHost` the runtime provides.
 
 mod artifact_cache;
+mod batch;
 pub mod bindings;
 mod instance;
 mod limits;
@@ -20,9 +21,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact_cache::ArtifactCache;
-pub use bindings::{
-    BatchResult, Change, Effect, Event, Failure, StoredValue, TimeDomain, Timer, WitStateKind,
-};
+pub use batch::{Event, Timer};
+pub use bindings::{BatchResult, Change, Effect, Failure, StoredValue, TimeDomain, WitStateKind};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;
 

@@ -27,7 +27,7 @@ mod bindings {
 use bindings::exports::weir::plugin::handler::{Guest, StoredValue};
 use bindings::weir::plugin::state::{self, StateKind};
 use bindings::weir::plugin::types::{
-    BatchResult, Change, Effect, Event, Failure, OutputRecord, Timer, ValueWrite,
+    BatchResult, Change, Effect, EventBatch, Failure, OutputRecord, TimerBatch, ValueWrite,
 };
 
 struct Rogue;
@@ -41,14 +41,19 @@ impl Guest for Rogue {
         Ok(())
     }
 
-    fn process(events: Vec<Event>) -> BatchResult {
+    fn process(events: EventBatch) -> BatchResult {
         let counter = state::declare("counter", StateKind::Value);
         let mut result = BatchResult {
             changes: Vec::new(),
             failures: Vec::new(),
         };
-        for (item, event) in (0u32..).zip(&events) {
-            let what = String::from_utf8_lossy(&event.value);
+        // Every event's key (if any) and value sit back to back in `bytes`.
+        let mut at = 0;
+        for (item, event) in (0u32..).zip(&events.events) {
+            at += usize::try_from(event.key_len).unwrap_or(0);
+            let value = &events.bytes[at..at + event.value_len as usize];
+            at += event.value_len as usize;
+            let what = String::from_utf8_lossy(value);
             let stray = item + 1000;
             if what.contains("stray-change") {
                 let write = ValueWrite {
@@ -80,7 +85,7 @@ impl Guest for Rogue {
                 let record = OutputRecord {
                     output: None,
                     key: None,
-                    value: event.value.clone(),
+                    value: value.to_vec(),
                 };
                 result.changes.push(change(item, Effect::Emit(record)));
             }
@@ -88,7 +93,7 @@ impl Guest for Rogue {
         result
     }
 
-    fn on_timer(_fired: Vec<Timer>) -> BatchResult {
+    fn on_timer(_fired: TimerBatch) -> BatchResult {
         BatchResult {
             changes: Vec::new(),
             failures: Vec::new(),
