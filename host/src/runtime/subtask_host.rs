@@ -292,17 +292,20 @@ impl state::Host for SubtaskHost {
         };
         for item in 0..items as u32 {
             let (kg, key) = read_item(&self.scope, item)?;
-            match self.backend.value_get(kg, id, key).map_err(state_err)? {
-                Some(value) => {
-                    // A plugin's memory is capped far below 2 GiB, so a
-                    // value it wrote always fits.
-                    let len = i32::try_from(value.len())
-                        .map_err(|_| wasmtime::Error::msg("a state value exceeds 2 GiB"))?;
-                    values.lengths.push(len);
-                    values.bytes.extend_from_slice(&value);
-                }
-                None => values.lengths.push(-1),
-            }
+            let before = values.bytes.len();
+            let present = self
+                .backend
+                .value_get_into(kg, id, key, &mut values.bytes)
+                .map_err(state_err)?;
+            let len = if present {
+                // A plugin's memory is capped far below 2 GiB, so a value
+                // it wrote always fits.
+                i32::try_from(values.bytes.len() - before)
+                    .map_err(|_| wasmtime::Error::msg("a state value exceeds 2 GiB"))?
+            } else {
+                -1
+            };
+            values.lengths.push(len);
         }
         Ok(values)
     }

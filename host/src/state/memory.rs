@@ -11,6 +11,7 @@
 //! there). Maps and lists, rarer, sit behind one more pointer.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
@@ -20,8 +21,9 @@ use smallvec::SmallVec;
 use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
 use crate::runtime::key_groups::KEY_GROUPS;
 
-/// Bytes kept inline up to 16 of them (user ids, small encoded values).
-type Bytes = SmallVec<[u8; 16]>;
+/// Bytes kept inline up to `INLINE` of them (user ids, small encoded values).
+const INLINE: usize = 16;
+type Bytes = SmallVec<[u8; INLINE]>;
 
 #[derive(Default)]
 struct KeyEntry {
@@ -108,23 +110,31 @@ impl MemoryBackend {
 
     fn entry_mut(&mut self, kg: u16, key: &[u8]) -> &mut KeyEntry {
         let group = &mut self.groups[usize::from(kg)];
-        // Look up by slice first so that the common case (key present) does
-        // not build an owned key.
-        if !group.contains_key(key) {
-            group.insert(Bytes::from_slice(key), KeyEntry::default());
+        // An inline key costs nothing to build: one probe does it. A long
+        // key is looked up by slice first, so that the common case (key
+        // present) does not allocate an owned key.
+        if key.len() <= INLINE || !group.contains_key(key) {
+            return group.entry(Bytes::from_slice(key)).or_default();
         }
-        group.get_mut(key).expect("inserted above")
+        group.get_mut(key).expect("present: checked above")
     }
 
     /// Applies `f` to the key's entry if present, dropping the entry once empty.
     fn update(&mut self, kg: u16, key: &[u8], f: impl FnOnce(&mut KeyEntry)) {
         let group = &mut self.groups[usize::from(kg)];
-        if let Some(entry) = group.get_mut(key) {
+        let update = |entry: &mut KeyEntry| {
             f(entry);
             entry.tidy();
-            if entry.is_empty() {
-                group.remove(key);
+            entry.is_empty()
+        };
+        if key.len() <= INLINE {
+            if let Entry::Occupied(mut slot) = group.entry(Bytes::from_slice(key))
+                && update(slot.get_mut())
+            {
+                slot.remove();
             }
+        } else if group.get_mut(key).is_some_and(update) {
+            group.remove(key);
         }
     }
 }
@@ -142,6 +152,20 @@ impl KeyedStateBackend for MemoryBackend {
             .map(|v| v.to_vec()))
     }
 
+    fn value_get_into(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        let value = self.entry(kg, key).and_then(|e| find(&e.values, state));
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
+
     fn value_set(
         &mut self,
         kg: u16,
@@ -151,7 +175,7 @@ impl KeyedStateBackend for MemoryBackend {
     ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
         // `from_vec` keeps a large value's allocation; a small one moves inline.
-        let value = if value.len() <= 16 {
+        let value = if value.len() <= INLINE {
             Bytes::from_slice(&value)
         } else {
             Bytes::from_vec(value)

@@ -86,6 +86,21 @@ pub trait KeyedStateBackend: Send {
         state: StateId,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError>;
+    /// `value_get` appending the value to `out` (a batch read packs many
+    /// values into one buffer); false if the key holds none.
+    fn value_get_into(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        let value = self.value_get(kg, state, key)?;
+        if let Some(value) = &value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
     fn value_set(
         &mut self,
         kg: u16,

@@ -447,6 +447,32 @@ impl KeyedStateBackend for RocksDbBackend {
         Ok(value)
     }
 
+    fn value_get_into(
+        &mut self,
+        kg: u16,
+        state: StateId,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        encode_key(&mut self.key_buf, kg, state, Kind::Value, key)?;
+        // A cached value is copied straight into `out`; a miss goes the
+        // ordinary way, which also caches it.
+        let value = match self.cache.get(self.key_buf.as_slice()) {
+            Some(cached) => cached.value.as_deref(),
+            None => {
+                let value = self.value_get(kg, state, key)?;
+                if let Some(value) = &value {
+                    out.extend_from_slice(value);
+                }
+                return Ok(value.is_some());
+            }
+        };
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
+
     fn value_set(
         &mut self,
         kg: u16,
