@@ -59,8 +59,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// The current key's value, if set.
     pub fn get(&self) -> Result<Option<T>, Error> {
         self.raw
-            .get()
-            .map(|bytes| decode(&self.name, &bytes))
+            .get_with(|bytes| bytes.map(|bytes| decode(&self.name, bytes)))
             .transpose()
     }
 

@@ -307,12 +307,14 @@ impl RawValueState {
         }
     }
 
-    pub(crate) fn get(&self) -> Option<Vec<u8>> {
-        with_host(|host| {
+    /// `f` of the current key's value, if set.
+    pub(crate) fn get_with<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let value = with_host(|host| {
             host.values
                 .get(&host.slot(&self.name, "value-state.get"))
                 .cloned()
-        })
+        });
+        f(value.as_deref())
     }
 
     pub(crate) fn set(&self, value: Vec<u8>) {

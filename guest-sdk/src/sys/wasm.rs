@@ -47,6 +47,9 @@ struct Batch {
     len: u32,
     key: Vec<u8>,
     key_ids: FxHashMap<Vec<u8>, u32>,
+    /// The current item's entry in `key_ids`, once looked up: an item
+    /// usually reads and then writes its key, so it hashes the key once.
+    item_key_id: Option<Option<u32>>,
     changes: Vec<Change>,
     /// (state, key id) → the index in `changes` of the last `value-set`, or
     /// `None` once cleared.
@@ -98,18 +101,16 @@ impl Fetched {
         }
     }
 
-    fn get(&self, item: u32) -> Option<Vec<u8>> {
+    fn get(&self, item: u32) -> Option<&[u8]> {
         let (start, len) = (*self.spans.get(item as usize)?)?;
-        self.bytes
-            .get(start as usize..(start + len) as usize)
-            .map(<[u8]>::to_vec)
+        self.bytes.get(start as usize..(start + len) as usize)
     }
 }
 
 impl ValueReads {
     /// Item `item` of a `len`-item batch reads `state`: `Some` if the value
     /// comes from a whole-batch fetch, `None` if it is to be read alone.
-    fn read(&mut self, state: u32, item: u32) -> Option<Option<Vec<u8>>> {
+    fn read(&mut self, state: u32, item: u32) -> Option<Option<&[u8]>> {
         let index = state as usize;
         if index >= self.counts.len() {
             self.counts.resize(index + 1, 0);
@@ -139,8 +140,10 @@ impl ValueReads {
 
 impl Batch {
     /// The current key's id, if it was written in this batch.
-    fn key_id(&self) -> Option<u32> {
-        self.key_ids.get(self.key.as_slice()).copied()
+    fn key_id(&mut self) -> Option<u32> {
+        *self
+            .item_key_id
+            .get_or_insert_with(|| self.key_ids.get(self.key.as_slice()).copied())
     }
 
     /// The current key's id, interning it on first write.
@@ -150,6 +153,7 @@ impl Batch {
         }
         let id = self.key_ids.len() as u32;
         self.key_ids.insert(self.key.clone(), id);
+        self.item_key_id = Some(Some(id));
         id
     }
 }
@@ -185,6 +189,7 @@ pub(crate) fn begin_item(item: u32, key: &[u8]) {
         b.item = item;
         b.key.clear();
         b.key.extend_from_slice(key);
+        b.item_key_id = None;
     });
 }
 
@@ -223,26 +228,26 @@ impl RawValueState {
         }
     }
 
-    pub(crate) fn get(&self) -> Option<Vec<u8>> {
-        let (item, pending) = with_batch(|b| {
-            let pending = b
-                .key_id()
-                .and_then(|key| b.values.get(&(self.id, key)))
-                .map(|slot| {
-                    slot.map(|change| match &b.changes[change].effect {
-                        Effect::ValueSet(w) => w.value.clone(),
+    /// `f` of the current key's value, if set, without copying it out of
+    /// the batch. `f` runs with the batch borrowed: it must not touch state.
+    pub(crate) fn get_with<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        with_batch(|b| {
+            let written = b.key_id().and_then(|key| b.values.get(&(self.id, key)));
+            if let Some(slot) = written {
+                return match slot {
+                    Some(change) => match &b.changes[*change].effect {
+                        Effect::ValueSet(w) => f(Some(&w.value)),
                         _ => unreachable!("the value overlay points at value-set changes"),
-                    })
-                });
-            (b.item, pending)
-        });
-        if let Some(value) = pending {
-            return value;
-        }
-        match with_batch(|b| b.reads.read(self.id, item)) {
-            Some(value) => value,
-            None => host_state::value_get(self.id, item),
-        }
+                    },
+                    None => f(None),
+                };
+            }
+            let item = b.item;
+            match b.reads.read(self.id, item) {
+                Some(value) => f(value),
+                None => f(host_state::value_get(self.id, item).as_deref()),
+            }
+        })
     }
 
     pub(crate) fn set(&self, value: Vec<u8>) {
