@@ -18,7 +18,10 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
+use super::{
+    EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
+    append_value,
+};
 use crate::runtime::key_groups::KEY_GROUPS;
 
 /// Bytes kept inline up to `INLINE` of them (user ids, small encoded values).
@@ -160,10 +163,7 @@ impl KeyedStateBackend for MemoryBackend {
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
         let value = self.entry(kg, key).and_then(|e| find(&e.values, state));
-        if let Some(value) = value {
-            out.extend_from_slice(value);
-        }
-        Ok(value.is_some())
+        Ok(append_value(out, value.map(|v| &v[..])))
     }
 
     fn value_set(

@@ -95,11 +95,10 @@ pub trait KeyedStateBackend: Send {
         key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        let value = self.value_get(kg, state, key)?;
-        if let Some(value) = &value {
-            out.extend_from_slice(value);
-        }
-        Ok(value.is_some())
+        Ok(append_value(
+            out,
+            self.value_get(kg, state, key)?.as_deref(),
+        ))
     }
     fn value_set(
         &mut self,
@@ -173,6 +172,14 @@ pub trait KeyedStateBackend: Send {
     /// yet) and returns true, or returns false if the backend has no native
     /// format (the caller then writes a portable snapshot from `export`).
     fn native_checkpoint(&mut self, dir: &Path) -> Result<bool, StateError>;
+}
+
+/// Appends `value`, if there is one, to `out`; whether there was.
+pub(crate) fn append_value(out: &mut Vec<u8>, value: Option<&[u8]>) -> bool {
+    if let Some(value) = value {
+        out.extend_from_slice(value);
+    }
+    value.is_some()
 }
 
 /// `import` through the ordinary writes; a backend with a faster path for

@@ -59,7 +59,10 @@ use rocksdb::{
 use rustc_hash::FxHashMap;
 
 use super::rocks_timers::{RocksTimers, TIMERS_CF};
-use super::{EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId};
+use super::{
+    EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
+    append_value,
+};
 
 /// Tuning of the RocksDB backend.
 #[derive(Debug, Clone)]
@@ -455,22 +458,15 @@ impl KeyedStateBackend for RocksDbBackend {
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
         encode_key(&mut self.key_buf, kg, state, Kind::Value, key)?;
-        // A cached value is copied straight into `out`; a miss goes the
-        // ordinary way, which also caches it.
-        let value = match self.cache.get(self.key_buf.as_slice()) {
-            Some(cached) => cached.value.as_deref(),
-            None => {
-                let value = self.value_get(kg, state, key)?;
-                if let Some(value) = &value {
-                    out.extend_from_slice(value);
-                }
-                return Ok(value.is_some());
-            }
-        };
-        if let Some(value) = value {
-            out.extend_from_slice(value);
+        match self.cache.get(self.key_buf.as_slice()) {
+            // A cached value is copied straight into `out`.
+            Some(cached) => Ok(append_value(out, cached.value.as_deref())),
+            // A miss goes the ordinary way, which also caches the value.
+            None => Ok(append_value(
+                out,
+                self.value_get(kg, state, key)?.as_deref(),
+            )),
         }
-        Ok(value.is_some())
     }
 
     fn value_set(
