@@ -14,7 +14,9 @@ use serde_json::Value;
 use weir::connectors::{generator_record, kafka_headers, write_generator_value};
 use weir_test_artifacts::FRAUD_DETECTOR;
 
-use crate::support::{WEIR, cache_dir, read_jsonl, toml_path};
+use crate::support::{
+    WEIR, cache_dir, checkpoint_ids, newest_checkpoint, read_jsonl, toml_path, wait_for_checkpoint,
+};
 use crate::tansu::{Broker, ReadRecord};
 
 const BASE_TS: i64 = 1_700_000_000_000;
@@ -315,45 +317,6 @@ fn w2_from_a_four_partition_topic_writes_the_reference_alerts_to_a_topic() {
         .map(|o| o.expect("every partition committed"))
         .sum();
     assert_eq!(total, EVENTS as i64);
-}
-
-/// The ids of the `chk-<id>` directories in `dir` (none if it is missing).
-fn checkpoint_ids(dir: &Path) -> impl Iterator<Item = u64> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("chk-")?
-                .parse::<u64>()
-                .ok()
-        })
-}
-
-/// The newest checkpoint id on disk (0 if none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    checkpoint_ids(&dir.join("checkpoints/fraud"))
-        .max()
-        .unwrap_or(0)
-}
-
-/// Waits until the run in `dir` has completed a checkpoint newer than
-/// `after`, and returns its id.
-fn wait_for_checkpoint(dir: &Path, after: u64, child: &mut std::process::Child) -> Option<u64> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(120) {
-        if child.try_wait().unwrap().is_some() {
-            return None;
-        }
-        let newest = newest_checkpoint(dir);
-        if newest > after {
-            return Some(newest);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no new checkpoint within 120 s");
 }
 
 #[test]

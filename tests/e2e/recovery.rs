@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weir_test_artifacts::FRAUD_DETECTOR;
 
-use crate::support::{WEIR, cache_dir, toml_path};
+use crate::support::{WEIR, cache_dir, newest_checkpoint, toml_path, wait_for_checkpoint};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -160,7 +160,8 @@ impl Moments {
 }
 
 /// W2 at N = 2 M, checkpoints every 200 ms, SIGKILLed at 5 random moments
-/// and restarted each time: the alerts file equals an uninterrupted run's.
+/// (each after a checkpoint of its own run) and restarted each time: the
+/// alerts file equals an uninterrupted run's.
 fn crash_and_recover(backend: &str) {
     let reference = reference_alerts(2_000_000);
     assert!(
@@ -176,18 +177,22 @@ fn crash_and_recover(backend: &str) {
     let mut moments = Moments(0x5EED ^ backend.len() as u64);
     let mut killed_running = 0;
     for _ in 0..5 {
+        let before = newest_checkpoint(dir.path());
         let mut child = weir(dir.path(), &["run", "--quiet", "pipeline.toml"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let wait = Duration::from_millis(moments.next_ms(200, 1_200));
-        let start = Instant::now();
-        while start.elapsed() < wait {
-            if child.try_wait().unwrap().is_some() {
-                break;
+        // The kill comes once this run has completed a checkpoint of its
+        // own, at a random moment of the next interval (mid-processing or
+        // mid-checkpoint): fixed moments after the start stopped hitting a
+        // running pipeline once it finished N = 2 M between them.
+        if wait_for_checkpoint(dir.path(), before, &mut child).is_some() {
+            let wait = Duration::from_millis(moments.next_ms(0, 200));
+            let start = Instant::now();
+            while start.elapsed() < wait && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
         if child.try_wait().unwrap().is_none() {
             killed_running += 1;

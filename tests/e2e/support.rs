@@ -1,7 +1,8 @@
 //! Running the real `weir` binary on a spec in a scratch directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -125,4 +126,44 @@ pub fn build_plugin(
     })
     .to_str()
     .unwrap()
+}
+
+/// The ids of the `chk-<id>` directories in `dir` (none if it is missing).
+pub fn checkpoint_ids(dir: &Path) -> impl Iterator<Item = u64> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("chk-")?
+                .parse::<u64>()
+                .ok()
+        })
+}
+
+/// The newest checkpoint id on disk of the pipeline `fraud` run in `dir`
+/// (0 if none).
+pub fn newest_checkpoint(dir: &Path) -> u64 {
+    checkpoint_ids(&dir.join("checkpoints/fraud"))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the run in `dir` has completed a checkpoint newer than
+/// `after`, and returns its id.
+pub fn wait_for_checkpoint(dir: &Path, after: u64, child: &mut Child) -> Option<u64> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let newest = newest_checkpoint(dir);
+        if newest > after {
+            return Some(newest);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no new checkpoint within 120 s");
 }
