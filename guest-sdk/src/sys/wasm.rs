@@ -108,8 +108,8 @@ impl Fetched {
 }
 
 impl ValueReads {
-    /// Item `item` of a `len`-item batch reads `state`: `Some` if the value
-    /// comes from a whole-batch fetch, `None` if it is to be read alone.
+    /// Item `item` of the batch reads `state`: `Some` if the value comes
+    /// from a whole-batch fetch, `None` if it is to be read alone.
     fn read(&mut self, state: u32, item: u32) -> Option<Option<&[u8]>> {
         let index = state as usize;
         if index >= self.counts.len() {
