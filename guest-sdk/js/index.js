@@ -108,7 +108,11 @@ class Batch {
     this.item = 0;
     this.key = new Uint8Array(0);
     this.keySlot = "";
+    // The batch's result, packed: fixed-size change records, and their byte
+    // fields (name, key, value) as parts to concatenate once at the end.
     this.changes = [];
+    this.parts = [];
+    this.size = 0;
     // slot -> bytes, or CLEARED
     this.values = new Map();
     // slot -> { cleared, entries: Map(JSON text of the map key -> [key bytes, bytes or null]) }
@@ -123,17 +127,44 @@ class Batch {
     this.keySlot = slot("", key);
   }
 
+  /** Ends the batch: `{ bytes, changes }` of its result, and a clean slate. */
   takeChanges() {
+    const bytes = new Uint8Array(this.size);
+    let at = 0;
+    for (const part of this.parts) {
+      bytes.set(part, at);
+      at += part.length;
+    }
     const changes = this.changes;
     this.changes = [];
+    this.parts = [];
+    this.size = 0;
     this.values.clear();
     this.maps.clear();
     this.lists.clear();
-    return changes;
+    return { bytes, changes };
   }
 
-  push(tag, val) {
-    this.changes.push({ item: this.item, effect: { tag, val } });
+  /** Appends a change of the current item; `name`, `key` and `value` are
+   * its byte fields (Uint8Array), each possibly undefined. */
+  push(op, state, { name, key, value, domain = "event-time", timestamp = 0n } = {}) {
+    this.changes.push({
+      item: this.item,
+      op,
+      state,
+      domain,
+      timestamp,
+      nameLen: this.field(name),
+      keyLen: this.field(key),
+      valueLen: this.field(value),
+    });
+  }
+
+  field(bytes) {
+    if (bytes === undefined) return -1;
+    this.parts.push(bytes);
+    this.size += bytes.length;
+    return bytes.length;
   }
 
   at(state) {
@@ -150,7 +181,7 @@ class Batch {
 
   valueSet(state, value) {
     this.values.set(this.at(state), value);
-    this.push("value-set", { state, value });
+    this.push("value-set", state, { value });
   }
 
   valueClear(state) {
@@ -182,12 +213,12 @@ class Batch {
 
   mapPut(state, mapKey, value) {
     this.mapOverlay(state).entries.set(slot("", mapKey), [mapKey, value]);
-    this.push("map-put", { state, mapKey, value });
+    this.push("map-put", state, { key: mapKey, value });
   }
 
   mapRemove(state, mapKey) {
     this.mapOverlay(state).entries.set(slot("", mapKey), [mapKey, null]);
-    this.push("map-remove", { state, mapKey });
+    this.push("map-remove", state, { key: mapKey });
   }
 
   /** The current key's entries, [key bytes, value bytes], ordered by key bytes. */
@@ -224,7 +255,7 @@ class Batch {
       this.lists.set(at, overlay);
     }
     overlay.appended.push(value);
-    this.push("list-append", { state, value });
+    this.push("list-append", state, { value });
   }
 
   listRead(state) {
@@ -242,15 +273,16 @@ class Batch {
   // Timers and outputs.
 
   registerTimer(domain, timestamp) {
-    this.push("timer-register", { domain, timestamp: toTime(timestamp) });
+    this.push("timer-register", 0, { domain, timestamp: toTime(timestamp) });
   }
 
   deleteTimer(domain, timestamp) {
-    this.push("timer-delete", { domain, timestamp: toTime(timestamp) });
+    this.push("timer-delete", 0, { domain, timestamp: toTime(timestamp) });
   }
 
   emit(output, key, value) {
-    this.push("emit", { output, key, value });
+    const name = output === undefined ? undefined : utf8Encoder.encode(output);
+    this.push("emit", 0, { name, key, value });
   }
 }
 
@@ -601,7 +633,7 @@ export function exportProcessor(ProcessorClass) {
         failures.push({ item: index, reason: reason(error) });
       }
     }
-    return { changes: BATCH.takeChanges(), failures };
+    return { ...BATCH.takeChanges(), failures };
   }
 
   function current() {

@@ -149,8 +149,10 @@ mod guest {
                 });
             }
         });
+        let (bytes, changes) = take_changes();
         bindings::BatchResult {
-            changes: take_changes(),
+            bytes,
+            changes,
             failures,
         }
     }

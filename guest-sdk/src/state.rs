@@ -65,7 +65,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
     /// Sets the current key's value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
-        self.raw.set(encode(&self.name, value)?);
+        self.raw.set(&encode(&self.name, value)?);
         Ok(())
     }
 

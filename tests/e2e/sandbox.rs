@@ -155,6 +155,9 @@ path = "late.jsonl"
         "undeclared",
         "wrong-kind",
         "sneak-late",
+        "no-value",
+        "bad-name",
+        "bad-lengths",
         "ok-2",
     ]
     .iter()
@@ -180,11 +183,21 @@ path = "late.jsonl"
 
     let dead = run.lines("dead.jsonl");
     let reason_of = |what: &str| dead_letter(&dead, what).1;
-    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead.len(), 6, "{dead:?}");
     assert!(reason_of("undeclared").contains("never declared"));
     assert!(reason_of("wrong-kind").contains("a value state, as a map state"));
     assert!(reason_of("sneak-late").contains("`late` and `dead-letter` are the host's"));
-    assert!(dead.iter().all(|d| d["error"] == "invalid-change"));
+    assert!(reason_of("no-value").contains("value-set change without its value"));
+    assert!(reason_of("bad-name").contains("not UTF-8"));
+    let invalid = dead
+        .iter()
+        .filter(|d| !d["value"].as_str().unwrap().contains("bad-lengths"));
+    assert!(invalid.clone().all(|d| d["error"] == "invalid-change"));
+    // A result whose lengths do not add up fails the whole call; the replay
+    // one item at a time pins it on the item that caused it.
+    let (error, reason) = dead_letter(&dead, "bad-lengths");
+    assert_eq!(error, "trap", "{dead:?}");
+    assert!(reason.contains("malformed batch result"), "{reason}");
     // Changes and failures for items it was not given are counted, not
     // pinned on an innocent event.
     assert!(run.summary()["errors"]["bad-item-index"].as_u64().unwrap() >= 1);

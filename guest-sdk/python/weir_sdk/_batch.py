@@ -6,36 +6,22 @@ host, by (state, item). Mirrors guest-sdk/src/sys/wasm.rs.
 """
 
 from wit_world.imports import state as host_state
-from wit_world.imports.types import (
-    Change,
-    Effect_Emit,
-    Effect_ListAppend,
-    Effect_ListClear,
-    Effect_MapClear,
-    Effect_MapPut,
-    Effect_MapRemove,
-    Effect_TimerDelete,
-    Effect_TimerRegister,
-    Effect_ValueClear,
-    Effect_ValueSet,
-    MapDelete,
-    MapWrite,
-    OutputRecord,
-    TimerChange,
-    ValueWrite,
-)
+from wit_world.imports.types import ChangeOp, PackedChange, TimeDomain
 
 # A value cleared earlier in the batch (distinct from "not written").
 CLEARED = object()
 
 
 class Batch:
-    __slots__ = ("item", "key", "changes", "values", "maps", "lists")
+    __slots__ = ("item", "key", "changes", "bytes", "values", "maps", "lists")
 
     def __init__(self):
         self.item = 0
         self.key = b""
+        # The batch's result, packed: fixed-size change records and one
+        # buffer of their byte fields (name, key, value), back to back.
         self.changes = []
+        self.bytes = bytearray()
         # (state, key) -> bytes, or CLEARED
         self.values = {}
         # (state, key) -> [cleared, {map key: bytes or None}]
@@ -48,15 +34,28 @@ class Batch:
         self.key = key
 
     def take_changes(self):
-        changes = self.changes
+        """Ends the batch: (bytes, changes) of its result, and a clean slate."""
+        changes, data = self.changes, bytes(self.bytes)
         self.changes = []
+        self.bytes.clear()
         self.values.clear()
         self.maps.clear()
         self.lists.clear()
-        return changes
+        return data, changes
 
-    def push(self, effect):
-        self.changes.append(Change(self.item, effect))
+    def _field(self, data):
+        if data is None:
+            return -1
+        self.bytes += data
+        return len(data)
+
+    def push(self, op, state, name=None, key=None, value=None,
+             domain=TimeDomain.EVENT_TIME, timestamp=0):
+        """Appends a change of the current item with its byte fields."""
+        self.changes.append(PackedChange(
+            self.item, op, state, domain, timestamp,
+            self._field(name), self._field(key), self._field(value),
+        ))
 
     # Value state.
 
@@ -68,11 +67,11 @@ class Batch:
 
     def value_set(self, state, value):
         self.values[(state, self.key)] = value
-        self.push(Effect_ValueSet(ValueWrite(state, value)))
+        self.push(ChangeOp.VALUE_SET, state, value=value)
 
     def value_clear(self, state):
         self.values[(state, self.key)] = CLEARED
-        self.push(Effect_ValueClear(state))
+        self.push(ChangeOp.VALUE_CLEAR, state)
 
     # Map state.
 
@@ -93,11 +92,11 @@ class Batch:
 
     def map_put(self, state, map_key, value):
         self._map_overlay(state)[1][map_key] = value
-        self.push(Effect_MapPut(MapWrite(state, map_key, value)))
+        self.push(ChangeOp.MAP_PUT, state, key=map_key, value=value)
 
     def map_remove(self, state, map_key):
         self._map_overlay(state)[1][map_key] = None
-        self.push(Effect_MapRemove(MapDelete(state, map_key)))
+        self.push(ChangeOp.MAP_REMOVE, state, key=map_key)
 
     def map_entries(self, state):
         """The current key's entries, ordered by map key bytes."""
@@ -117,7 +116,7 @@ class Batch:
         overlay = self._map_overlay(state)
         overlay[0] = True
         overlay[1].clear()
-        self.push(Effect_MapClear(state))
+        self.push(ChangeOp.MAP_CLEAR, state)
 
     # List state.
 
@@ -126,7 +125,7 @@ class Batch:
         if overlay is None:
             overlay = self.lists[(state, self.key)] = [False, []]
         overlay[1].append(value)
-        self.push(Effect_ListAppend(ValueWrite(state, value)))
+        self.push(ChangeOp.LIST_APPEND, state, value=value)
 
     def list_read(self, state):
         overlay = self.lists.get((state, self.key))
@@ -139,18 +138,19 @@ class Batch:
 
     def list_clear(self, state):
         self.lists[(state, self.key)] = [True, []]
-        self.push(Effect_ListClear(state))
+        self.push(ChangeOp.LIST_CLEAR, state)
 
     # Timers and outputs.
 
     def register_timer(self, domain, timestamp):
-        self.push(Effect_TimerRegister(TimerChange(domain, timestamp)))
+        self.push(ChangeOp.TIMER_REGISTER, 0, domain=domain, timestamp=timestamp)
 
     def delete_timer(self, domain, timestamp):
-        self.push(Effect_TimerDelete(TimerChange(domain, timestamp)))
+        self.push(ChangeOp.TIMER_DELETE, 0, domain=domain, timestamp=timestamp)
 
     def emit(self, output, key, value):
-        self.push(Effect_Emit(OutputRecord(output, key, value)))
+        name = None if output is None else output.encode()
+        self.push(ChangeOp.EMIT, 0, name=name, key=key, value=value)
 
 
 BATCH = Batch()

@@ -125,7 +125,8 @@ def export(processor_class):
                 handle(item)
             except Exception as error:  # noqa: BLE001 - any error rejects the item
                 failures.append(Failure(index, _reason(error)))
-        return BatchResult(batch.take_changes(), failures)
+        data, changes = batch.take_changes()
+        return BatchResult(data, changes, failures)
 
     def current():
         if plugin[0] is None:

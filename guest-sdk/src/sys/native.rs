@@ -317,10 +317,10 @@ impl RawValueState {
         f(value.as_deref())
     }
 
-    pub(crate) fn set(&self, value: Vec<u8>) {
+    pub(crate) fn set(&self, value: &[u8]) {
         with_host(|host| {
             let slot = host.slot(&self.name, "value-state.set");
-            host.values.insert(slot, value);
+            host.values.insert(slot, value.to_vec());
         });
     }
 

@@ -29,17 +29,15 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use bindings::weir::plugin::state::{self as host_state, StateKind};
-use bindings::weir::plugin::types::{
-    Change, Effect, MapDelete, MapWrite, OutputRecord, TimeDomain as WitTimeDomain, TimerChange,
-    ValueWrite,
-};
+use bindings::weir::plugin::types::{ChangeOp, PackedChange, TimeDomain as WitTimeDomain};
 use bindings::weir::plugin::{log as host_log, timers};
 
 /// The batch in hand: the item being handled, the changes made so far (the
-/// batch's result) and an overlay of them per (state, key), so that reads see
-/// the writes made earlier in the same batch: the host applies the changes
-/// only after the call returns. Keys are interned per batch, and the value
-/// overlay points into `changes`, so a write costs one copy of the value.
+/// batch's result, packed: fixed-size records and one buffer of their bytes)
+/// and an overlay of them per (state, key), so that reads see the writes
+/// made earlier in the same batch: the host applies the changes only after
+/// the call returns. Keys are interned per batch, and the value overlay
+/// points into `bytes`, so a write costs one copy of the value.
 #[derive(Default)]
 struct Batch {
     item: u32,
@@ -50,10 +48,12 @@ struct Batch {
     /// The current item's entry in `key_ids`, once looked up: an item
     /// usually reads and then writes its key, so it hashes the key once.
     item_key_id: Option<Option<u32>>,
-    changes: Vec<Change>,
-    /// (state, key id) → the index in `changes` of the last `value-set`, or
-    /// `None` once cleared.
-    values: FxHashMap<(u32, u32), Option<usize>>,
+    changes: Vec<PackedChange>,
+    /// The byte fields of `changes`, back to back.
+    bytes: Vec<u8>,
+    /// (state, key id) → where in `bytes` the last `value-set` put its value
+    /// (start, length), or `None` once cleared.
+    values: FxHashMap<(u32, u32), Option<(usize, usize)>>,
     maps: FxHashMap<(u32, u32), MapOverlay>,
     lists: FxHashMap<(u32, u32), ListOverlay>,
     reads: ValueReads,
@@ -193,8 +193,10 @@ pub(crate) fn begin_item(item: u32, key: &[u8]) {
     });
 }
 
-/// Ends the batch: its changes, in order, and a clean slate for the next one.
-pub(crate) fn take_changes() -> Vec<Change> {
+/// Ends the batch: its changes in order with their bytes, and a clean slate
+/// for the next one. The returned buffers are freed after the call; the next
+/// batch's start at their size, so they grow only when batches do.
+pub(crate) fn take_changes() -> (Vec<u8>, Vec<PackedChange>) {
     with_batch(|b| {
         b.key_ids.clear();
         b.values.clear();
@@ -202,15 +204,48 @@ pub(crate) fn take_changes() -> Vec<Change> {
         b.lists.clear();
         let len = b.len;
         b.reads.end_batch(len);
-        std::mem::take(&mut b.changes)
+        let bytes = Vec::with_capacity(b.bytes.len());
+        let changes = Vec::with_capacity(b.changes.len());
+        (
+            std::mem::replace(&mut b.bytes, bytes),
+            std::mem::replace(&mut b.changes, changes),
+        )
     })
 }
 
-fn push(b: &mut Batch, effect: Effect) {
-    b.changes.push(Change {
-        item: b.item,
-        effect,
+/// Appends a change of the current item; `fields` are its name, key and
+/// value bytes, each absent or not.
+fn push<'b>(
+    b: &'b mut Batch,
+    op: ChangeOp,
+    state: u32,
+    fields: [Option<&[u8]>; 3],
+) -> &'b mut PackedChange {
+    let [name_len, key_len, value_len] = fields.map(|field| match field {
+        Some(bytes) => {
+            b.bytes.extend_from_slice(bytes);
+            // Beyond 2 GiB the contract cannot carry it: trap, which
+            // dead-letters the item.
+            i32::try_from(bytes.len()).expect("a change's field is under 2 GiB")
+        }
+        None => -1,
     });
+    b.changes.push(PackedChange {
+        item: b.item,
+        op,
+        state,
+        domain: WitTimeDomain::EventTime,
+        timestamp: 0,
+        name_len,
+        key_len,
+        value_len,
+    });
+    b.changes.last_mut().expect("just pushed")
+}
+
+/// Appends a change of `state` with no bytes.
+fn push_clear(b: &mut Batch, op: ChangeOp, state: u32) {
+    push(b, op, state, [None; 3]);
 }
 
 fn declare(name: &str, kind: StateKind) -> u32 {
@@ -234,13 +269,7 @@ impl RawValueState {
         with_batch(|b| {
             let written = b.key_id().and_then(|key| b.values.get(&(self.id, key)));
             if let Some(slot) = written {
-                return match slot {
-                    Some(change) => match &b.changes[*change].effect {
-                        Effect::ValueSet(w) => f(Some(&w.value)),
-                        _ => unreachable!("the value overlay points at value-set changes"),
-                    },
-                    None => f(None),
-                };
+                return f(slot.map(|(start, len)| &b.bytes[start..start + len]));
             }
             let item = b.item;
             match b.reads.read(self.id, item) {
@@ -250,15 +279,12 @@ impl RawValueState {
         })
     }
 
-    pub(crate) fn set(&self, value: Vec<u8>) {
+    pub(crate) fn set(&self, value: &[u8]) {
         with_batch(|b| {
             let key = b.intern_key();
-            b.values.insert((self.id, key), Some(b.changes.len()));
-            let effect = Effect::ValueSet(ValueWrite {
-                state: self.id,
-                value,
-            });
-            push(b, effect);
+            let span = (b.bytes.len(), value.len());
+            b.values.insert((self.id, key), Some(span));
+            push(b, ChangeOp::ValueSet, self.id, [None, None, Some(value)]);
         });
     }
 
@@ -266,7 +292,7 @@ impl RawValueState {
         with_batch(|b| {
             let key = b.intern_key();
             b.values.insert((self.id, key), None);
-            push(b, Effect::ValueClear(self.id));
+            push_clear(b, ChangeOp::ValueClear, self.id);
         });
     }
 }
@@ -305,12 +331,8 @@ impl RawMapState {
             overlay
                 .entries
                 .insert(map_key.to_vec(), Some(value.to_vec()));
-            let effect = Effect::MapPut(MapWrite {
-                state: self.id,
-                map_key: map_key.to_vec(),
-                value: value.to_vec(),
-            });
-            push(b, effect);
+            let fields = [None, Some(map_key), Some(value)];
+            push(b, ChangeOp::MapPut, self.id, fields);
         });
     }
 
@@ -319,11 +341,7 @@ impl RawMapState {
             let key = b.intern_key();
             let overlay = b.maps.entry((self.id, key)).or_default();
             overlay.entries.insert(map_key.to_vec(), None);
-            let effect = Effect::MapRemove(MapDelete {
-                state: self.id,
-                map_key: map_key.to_vec(),
-            });
-            push(b, effect);
+            push(b, ChangeOp::MapRemove, self.id, [None, Some(map_key), None]);
         });
     }
 
@@ -366,7 +384,7 @@ impl RawMapState {
             let overlay = b.maps.entry((self.id, key)).or_default();
             overlay.cleared = true;
             overlay.entries.clear();
-            push(b, Effect::MapClear(self.id));
+            push_clear(b, ChangeOp::MapClear, self.id);
         });
     }
 }
@@ -387,11 +405,7 @@ impl RawListState {
             let key = b.intern_key();
             let overlay = b.lists.entry((self.id, key)).or_default();
             overlay.appended.push(value.to_vec());
-            let effect = Effect::ListAppend(ValueWrite {
-                state: self.id,
-                value: value.to_vec(),
-            });
-            push(b, effect);
+            push(b, ChangeOp::ListAppend, self.id, [None, None, Some(value)]);
         });
     }
 
@@ -420,7 +434,7 @@ impl RawListState {
             let overlay = b.lists.entry((self.id, key)).or_default();
             overlay.cleared = true;
             overlay.appended.clear();
-            push(b, Effect::ListClear(self.id));
+            push_clear(b, ChangeOp::ListClear, self.id);
         });
     }
 }
@@ -435,29 +449,28 @@ pub(crate) fn emit_to(name: &str, key: Option<&[u8]>, value: &[u8]) {
 
 fn emit_record(output: Option<&str>, key: Option<&[u8]>, value: &[u8]) {
     with_batch(|b| {
-        let effect = Effect::Emit(OutputRecord {
-            output: output.map(str::to_owned),
-            key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
-        });
-        push(b, effect);
+        let fields = [output.map(str::as_bytes), key, Some(value)];
+        push(b, ChangeOp::Emit, 0, fields);
     });
 }
 
-fn timer_change(domain: TimeDomain, timestamp: i64) -> TimerChange {
-    let domain = match domain {
-        TimeDomain::EventTime => WitTimeDomain::EventTime,
-        TimeDomain::ProcessingTime => WitTimeDomain::ProcessingTime,
-    };
-    TimerChange { domain, timestamp }
+fn timer_change(op: ChangeOp, domain: TimeDomain, timestamp: i64) {
+    with_batch(|b| {
+        let change = push(b, op, 0, [None; 3]);
+        change.domain = match domain {
+            TimeDomain::EventTime => WitTimeDomain::EventTime,
+            TimeDomain::ProcessingTime => WitTimeDomain::ProcessingTime,
+        };
+        change.timestamp = timestamp;
+    });
 }
 
 pub(crate) fn register_timer(domain: TimeDomain, timestamp: i64) {
-    with_batch(|b| push(b, Effect::TimerRegister(timer_change(domain, timestamp))));
+    timer_change(ChangeOp::TimerRegister, domain, timestamp);
 }
 
 pub(crate) fn delete_timer(domain: TimeDomain, timestamp: i64) {
-    with_batch(|b| push(b, Effect::TimerDelete(timer_change(domain, timestamp))));
+    timer_change(ChangeOp::TimerDelete, domain, timestamp);
 }
 
 pub(crate) fn watermark() -> i64 {

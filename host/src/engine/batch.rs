@@ -1,9 +1,12 @@
-//! The runtime's events and fired timers, and how a batch of them is packed
-//! for a plugin call: every key and value in one buffer, so that lowering a
-//! batch into the plugin costs a few copies instead of a call into the
-//! plugin's allocator for every key, value and header list.
+//! The runtime's events and fired timers, how a batch of them is packed for
+//! a plugin call, and how the changes a plugin returns are unpacked: every
+//! key and value in one buffer each way, so that crossing the boundary costs
+//! a few copies instead of an allocation for every key, value and list.
 
-use super::bindings::{EventBatch, EventHeaders, PackedEvent, PackedTimer, TimeDomain, TimerBatch};
+use super::bindings::{
+    BatchResult, ChangeOp, EventBatch, EventHeaders, Failure, PackedChange, PackedEvent,
+    PackedTimer, TimeDomain, TimerBatch,
+};
 
 /// One input record, as sources produce it and plugins receive it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,6 +91,91 @@ pub(crate) fn pack_timers(timers: &[Timer], batch: &mut TimerBatch) -> Result<()
     Ok(())
 }
 
+/// A batch's result whose changes' lengths add up to its bytes, so that
+/// walking them cannot run out of bytes.
+pub struct Changes {
+    result: BatchResult,
+}
+
+/// The lengths of a result's changes do not match its bytes: a plugin (or
+/// SDK) bug that makes every later change's bytes unknowable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the plugin returned a malformed batch result: its changes' lengths {problem} \
+     ({len} bytes returned)"
+)]
+pub struct Malformed {
+    problem: String,
+    len: usize,
+}
+
+/// One change of a result, with its byte fields sliced out of the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub item: u32,
+    pub op: ChangeOp,
+    pub state: u32,
+    pub domain: TimeDomain,
+    pub timestamp: i64,
+    pub name: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+impl Changes {
+    /// Checks `result`'s lengths against its bytes.
+    pub(crate) fn new(result: BatchResult) -> Result<Self, Malformed> {
+        let malformed = |problem: String| Malformed {
+            problem,
+            len: result.bytes.len(),
+        };
+        let mut total: u64 = 0;
+        for (index, change) in result.changes.iter().enumerate() {
+            for len in [change.name_len, change.key_len, change.value_len] {
+                match len {
+                    -1 => {}
+                    0.. => total += len as u64,
+                    _ => return Err(malformed(format!("include {len} (change {index})"))),
+                }
+            }
+        }
+        if total != result.bytes.len() as u64 {
+            return Err(malformed(format!("add up to {total} bytes")));
+        }
+        Ok(Changes { result })
+    }
+
+    /// The changes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Change<'_>> {
+        let bytes = &self.result.bytes[..];
+        let mut at = 0;
+        let mut take = move |len: i32| {
+            let len = usize::try_from(len).ok()?;
+            let slice = &bytes[at..at + len];
+            at += len;
+            Some(slice)
+        };
+        self.result
+            .changes
+            .iter()
+            .map(move |c: &PackedChange| Change {
+                item: c.item,
+                op: c.op,
+                state: c.state,
+                domain: c.domain,
+                timestamp: c.timestamp,
+                name: take(c.name_len),
+                key: take(c.key_len),
+                value: take(c.value_len),
+            })
+    }
+
+    /// The items the plugin rejected.
+    pub fn failures(&self) -> &[Failure] {
+        &self.result.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +216,82 @@ mod tests {
         assert_eq!(batch.headers.len(), 1);
         assert_eq!(batch.headers[0].event, 1);
         assert_eq!(batch.headers[0].headers, [("h".to_owned(), b"x".to_vec())]);
+    }
+
+    fn packed(op: ChangeOp, item: u32, [name_len, key_len, value_len]: [i32; 3]) -> PackedChange {
+        PackedChange {
+            item,
+            op,
+            state: 3,
+            domain: TimeDomain::ProcessingTime,
+            timestamp: 9,
+            name_len,
+            key_len,
+            value_len,
+        }
+    }
+
+    fn result(bytes: &[u8], changes: Vec<PackedChange>) -> BatchResult {
+        BatchResult {
+            bytes: bytes.to_vec(),
+            changes,
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn changes_take_their_fields_from_the_bytes_in_order() {
+        let changes = Changes::new(result(
+            b"alertsk1vmkv2",
+            vec![
+                packed(ChangeOp::Emit, 0, [6, 2, 1]),
+                packed(ChangeOp::TimerRegister, 1, [-1, -1, -1]),
+                packed(ChangeOp::MapPut, 1, [-1, 2, 2]),
+                packed(ChangeOp::ValueSet, 2, [-1, -1, 0]),
+            ],
+        ))
+        .unwrap();
+        let fields: Vec<_> = changes
+            .iter()
+            .map(|c| (c.item, c.op, c.name, c.key, c.value))
+            .collect();
+        let (b, none) = (|s: &'static [u8]| Some(s), None);
+        assert_eq!(
+            fields,
+            [
+                (0, ChangeOp::Emit, b(b"alerts"), b(b"k1"), b(b"v")),
+                (1, ChangeOp::TimerRegister, none, none, none),
+                (1, ChangeOp::MapPut, none, b(b"mk"), b(b"v2")),
+                (2, ChangeOp::ValueSet, none, none, b(b"")),
+            ]
+        );
+        let timer = changes.iter().nth(1).unwrap();
+        assert_eq!(
+            (timer.domain, timer.timestamp, timer.state),
+            (TimeDomain::ProcessingTime, 9, 3)
+        );
+    }
+
+    #[test]
+    fn lengths_that_do_not_add_up_to_the_bytes_are_refused() {
+        let cases = [
+            (
+                &b"abc"[..],
+                [-1, -1, 4],
+                "add up to 4 bytes (3 bytes returned)",
+            ),
+            (b"abc", [-1, 1, 1], "add up to 2 bytes (3 bytes returned)"),
+            (b"abc", [-2, 4, 1], "include -2 (change 0)"),
+            (b"", [i32::MAX, i32::MAX, 0], "add up to 4294967294 bytes"),
+        ];
+        for (bytes, lens, problem) in cases {
+            let error = Changes::new(result(bytes, vec![packed(ChangeOp::Emit, 0, lens)]))
+                .err()
+                .unwrap();
+            let message = error.to_string();
+            assert!(message.starts_with("the plugin returned a malformed batch result"));
+            assert!(message.contains(problem), "{message}");
+        }
     }
 
     #[test]

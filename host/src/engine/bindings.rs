@@ -11,6 +11,6 @@ wasmtime::component::bindgen!({
 pub use self::exports::weir::plugin::handler::StoredValue;
 pub use self::weir::plugin::state::StateKind as WitStateKind;
 pub use self::weir::plugin::types::{
-    BatchResult, Change, Effect, EventBatch, EventHeaders, Failure, PackedEvent, PackedTimer,
-    TimeDomain, TimerBatch,
+    BatchResult, ChangeOp, EventBatch, EventHeaders, Failure, PackedChange, PackedEvent,
+    PackedTimer, TimeDomain, TimerBatch,
 };

@@ -6,7 +6,9 @@
 
 use wasmtime::Store;
 
-use super::batch::{Event, Timer, empty_event_batch, empty_timer_batch, pack_events, pack_timers};
+use super::batch::{
+    Changes, Event, Timer, empty_event_batch, empty_timer_batch, pack_events, pack_timers,
+};
 use super::bindings::{BatchResult, EventBatch, Processor, StoredValue, TimerBatch};
 use super::limits::SandboxError;
 use super::wasi::Sandbox;
@@ -105,25 +107,25 @@ impl<H: PluginHost> PluginInstance<H> {
     }
 
     /// Calls `process` on a batch; returns what the batch changed.
-    pub fn process(&mut self, events: &[Event]) -> Result<BatchResult, CallError> {
+    pub fn process(&mut self, events: &[Event]) -> Result<Changes, CallError> {
         self.before_call()?;
         pack_events(events, &mut self.events).map_err(too_large)?;
         let result = self
             .bindings
             .weir_plugin_handler()
             .call_process(&mut self.store, &self.events);
-        self.after_call(result)
+        self.after_call(result).and_then(checked)
     }
 
     /// Calls `on-timer` on a batch of fired timers.
-    pub fn on_timer(&mut self, timers: &[Timer]) -> Result<BatchResult, CallError> {
+    pub fn on_timer(&mut self, timers: &[Timer]) -> Result<Changes, CallError> {
         self.before_call()?;
         pack_timers(timers, &mut self.timers).map_err(too_large)?;
         let result = self
             .bindings
             .weir_plugin_handler()
             .call_on_timer(&mut self.store, &self.timers);
-        self.after_call(result)
+        self.after_call(result).and_then(checked)
     }
 
     /// The version of the format the plugin keeps its state in.
@@ -196,6 +198,16 @@ fn too_large(error: super::batch::TooLarge) -> CallError {
         kind: CallErrorKind::Memory,
         message: error.to_string(),
     }
+}
+
+/// A result whose changes cannot be unpacked fails the call like a trap (the
+/// replay isolates the item whose changes are malformed); the instance
+/// itself is sound, so it is not poisoned.
+fn checked(result: BatchResult) -> Result<Changes, CallError> {
+    Changes::new(result).map_err(|e| CallError {
+        kind: CallErrorKind::Trap,
+        message: e.to_string(),
+    })
 }
 
 fn classify(error: wasmtime::Error) -> CallError {

@@ -21,8 +21,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact_cache::ArtifactCache;
+pub use batch::{Change, Changes};
 pub use batch::{Event, Timer};
-pub use bindings::{BatchResult, Change, Effect, Failure, StoredValue, TimeDomain, WitStateKind};
+pub use bindings::{ChangeOp, Failure, StoredValue, TimeDomain, WitStateKind};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;
 

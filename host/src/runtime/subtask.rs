@@ -743,7 +743,7 @@ impl Subtask {
         let host = self.instance().host();
         let mut invalid: Vec<(u32, String)> = Vec::new();
         let mut strays = 0;
-        for change in batch.changes {
+        for change in batch.iter() {
             let item = change.item;
             // A change for an item the plugin was not given cannot be
             // attributed to an input: a plugin bug, counted and skipped.
@@ -767,7 +767,7 @@ impl Subtask {
         for (item, reason) in invalid {
             self.item_failed(given, start + item as usize, "invalid-change", &reason)?;
         }
-        for failure in batch.failures {
+        for failure in batch.failures() {
             let index = start + failure.item as usize;
             if failure.item as usize >= called {
                 // A plugin bug, not an input problem: say so and go on.

@@ -13,7 +13,7 @@ use super::timers::Timers;
 use crate::connectors::{Origin, OutputRecord};
 use crate::engine::bindings::weir::plugin::state::StateKind as WitStateKind;
 use crate::engine::bindings::weir::plugin::{log, state, timers, types};
-use crate::engine::{Change, Effect, PluginHost, bindings};
+use crate::engine::{Change, ChangeOp, PluginHost, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, MAIN_OUTPUT};
 use crate::state::{KeyedStateBackend, StateCatalog, StateError, StateId, StateKind};
 
@@ -100,6 +100,10 @@ pub(crate) enum ChangeError {
         "a plugin cannot emit to the output {0:?}: `late` and `dead-letter` are the host's, and names must not be empty"
     )]
     ReservedOutput(String),
+    #[error("the plugin emitted to an output whose name is not UTF-8")]
+    OutputNameNotUtf8,
+    #[error("the plugin returned a {} change without its {field}", op_name(*op))]
+    Missing { op: ChangeOp, field: &'static str },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -175,76 +179,96 @@ impl SubtaskHost {
     }
 
     /// Applies one change of the batch in hand to its item's key.
-    pub(crate) fn apply(&mut self, change: Change) -> Result<(), ChangeError> {
+    pub(crate) fn apply(&mut self, change: Change<'_>) -> Result<(), ChangeError> {
         let item = change.item;
-        {
-            let (kg, key, timestamp) =
-                self.scope.get(change.item).ok_or(ChangeError::NoSuchItem {
-                    item: change.item,
-                    len: self.scope.items.len(),
-                })?;
-            match change.effect {
-                Effect::ValueSet(w) => {
-                    let id = checked(&self.catalog, w.state, StateKind::Value)?;
-                    self.backend.value_set(kg, id, key, w.value)?;
-                }
-                Effect::ValueClear(state) => {
-                    let id = checked(&self.catalog, state, StateKind::Value)?;
-                    self.backend.value_clear(kg, id, key)?;
-                }
-                Effect::MapPut(w) => {
-                    let id = checked(&self.catalog, w.state, StateKind::Map)?;
-                    self.backend.map_put(kg, id, key, w.map_key, w.value)?;
-                }
-                Effect::MapRemove(d) => {
-                    let id = checked(&self.catalog, d.state, StateKind::Map)?;
-                    self.backend.map_remove(kg, id, key, &d.map_key)?;
-                }
-                Effect::MapClear(state) => {
-                    let id = checked(&self.catalog, state, StateKind::Map)?;
-                    self.backend.map_clear(kg, id, key)?;
-                }
-                Effect::ListAppend(w) => {
-                    let id = checked(&self.catalog, w.state, StateKind::List)?;
-                    self.backend.list_append(kg, id, key, w.value)?;
-                }
-                Effect::ListClear(state) => {
-                    let id = checked(&self.catalog, state, StateKind::List)?;
-                    self.backend.list_clear(kg, id, key)?;
-                }
-                Effect::TimerRegister(t) => {
-                    self.timers
-                        .register(domain(t.domain), kg, key, t.timestamp)?;
-                }
-                Effect::TimerDelete(t) => {
-                    self.timers.delete(domain(t.domain), key, t.timestamp)?;
-                }
-                Effect::Emit(record) => {
-                    let output = match record.output.as_deref() {
-                        None | Some(MAIN_OUTPUT) => self.main_output,
-                        Some(name)
-                            if name.is_empty()
-                                || name == LATE_OUTPUT
-                                || name == DEAD_LETTER_OUTPUT =>
-                        {
+        let (kg, key, timestamp) = self.scope.get(item).ok_or(ChangeError::NoSuchItem {
+            item,
+            len: self.scope.items.len(),
+        })?;
+        let op = change.op;
+        let missing = |field| ChangeError::Missing { op, field };
+        let value = || change.value.ok_or(missing("value"));
+        let map_key = || change.key.ok_or(missing("map key"));
+        let state = |kind| checked(&self.catalog, change.state, kind);
+        match op {
+            ChangeOp::ValueSet => {
+                let id = state(StateKind::Value)?;
+                self.backend.value_set(kg, id, key, value()?.to_vec())?;
+            }
+            ChangeOp::ValueClear => {
+                let id = state(StateKind::Value)?;
+                self.backend.value_clear(kg, id, key)?;
+            }
+            ChangeOp::MapPut => {
+                let id = state(StateKind::Map)?;
+                let (map_key, value) = (map_key()?.to_vec(), value()?.to_vec());
+                self.backend.map_put(kg, id, key, map_key, value)?;
+            }
+            ChangeOp::MapRemove => {
+                let id = state(StateKind::Map)?;
+                self.backend.map_remove(kg, id, key, map_key()?)?;
+            }
+            ChangeOp::MapClear => {
+                let id = state(StateKind::Map)?;
+                self.backend.map_clear(kg, id, key)?;
+            }
+            ChangeOp::ListAppend => {
+                let id = state(StateKind::List)?;
+                self.backend.list_append(kg, id, key, value()?.to_vec())?;
+            }
+            ChangeOp::ListClear => {
+                let id = state(StateKind::List)?;
+                self.backend.list_clear(kg, id, key)?;
+            }
+            ChangeOp::TimerRegister => {
+                let domain = domain(change.domain);
+                self.timers.register(domain, kg, key, change.timestamp)?;
+            }
+            ChangeOp::TimerDelete => {
+                let domain = domain(change.domain);
+                self.timers.delete(domain, key, change.timestamp)?;
+            }
+            ChangeOp::Emit => {
+                let value = value()?.to_vec();
+                let output = match change.name {
+                    None => self.main_output,
+                    Some(name) if name == MAIN_OUTPUT.as_bytes() => self.main_output,
+                    Some(name) => {
+                        let name = std::str::from_utf8(name)
+                            .map_err(|_| ChangeError::OutputNameNotUtf8)?;
+                        if name.is_empty() || name == LATE_OUTPUT || name == DEAD_LETTER_OUTPUT {
                             return Err(ChangeError::ReservedOutput(name.to_owned()));
                         }
-                        Some(name) => self.outputs.id(name),
-                    };
-                    let origin = self.scope.next_output(item);
-                    self.outputs.push(
-                        output,
-                        OutputRecord {
-                            key: record.key,
-                            value: record.value,
-                            timestamp,
-                            origin,
-                        },
-                    );
-                }
+                        self.outputs.id(name)
+                    }
+                };
+                let origin = self.scope.next_output(item);
+                let record = OutputRecord {
+                    key: change.key.map(<[u8]>::to_vec),
+                    value,
+                    timestamp,
+                    origin,
+                };
+                self.outputs.push(output, record);
             }
         }
         Ok(())
+    }
+}
+
+/// An op as the contract spells it.
+fn op_name(op: ChangeOp) -> &'static str {
+    match op {
+        ChangeOp::ValueSet => "value-set",
+        ChangeOp::ValueClear => "value-clear",
+        ChangeOp::MapPut => "map-put",
+        ChangeOp::MapRemove => "map-remove",
+        ChangeOp::MapClear => "map-clear",
+        ChangeOp::ListAppend => "list-append",
+        ChangeOp::ListClear => "list-clear",
+        ChangeOp::TimerRegister => "timer-register",
+        ChangeOp::TimerDelete => "timer-delete",
+        ChangeOp::Emit => "emit",
     }
 }
 

@@ -7,6 +7,10 @@
 //! - `undeclared`: a write to a state id it never declared
 //! - `wrong-kind`: a value state cleared as if it were a map
 //! - `sneak-late`: an emit to the host-only `late` output
+//! - `no-value`: a value write without its value
+//! - `bad-name`: an emit to an output whose name is not UTF-8
+//! - `bad-lengths`: a change whose lengths run past the result's bytes,
+//!   which makes the whole batch's result unreadable
 //!
 //! The host must dead-letter or count each of these and go on. It also
 //! declares state version 7 and answers `migrate` with no results at all, so
@@ -27,13 +31,30 @@ mod bindings {
 use bindings::exports::weir::plugin::handler::{Guest, StoredValue};
 use bindings::weir::plugin::state::{self, StateKind};
 use bindings::weir::plugin::types::{
-    BatchResult, Change, Effect, EventBatch, Failure, OutputRecord, TimerBatch, ValueWrite,
+    BatchResult, ChangeOp, EventBatch, Failure, PackedChange, TimeDomain, TimerBatch,
 };
 
 struct Rogue;
 
-fn change(item: u32, effect: Effect) -> Change {
-    Change { item, effect }
+/// Appends a change with these byte fields (name, key, value) to `result`.
+fn push(result: &mut BatchResult, item: u32, op: ChangeOp, state: u32, fields: [Option<&[u8]>; 3]) {
+    let [name_len, key_len, value_len] = fields.map(|field| match field {
+        Some(bytes) => {
+            result.bytes.extend_from_slice(bytes);
+            bytes.len() as i32
+        }
+        None => -1,
+    });
+    result.changes.push(PackedChange {
+        item,
+        op,
+        state,
+        domain: TimeDomain::EventTime,
+        timestamp: 0,
+        name_len,
+        key_len,
+        value_len,
+    });
 }
 
 impl Guest for Rogue {
@@ -43,10 +64,7 @@ impl Guest for Rogue {
 
     fn process(events: EventBatch) -> BatchResult {
         let counter = state::declare("counter", StateKind::Value);
-        let mut result = BatchResult {
-            changes: Vec::new(),
-            failures: Vec::new(),
-        };
+        let mut result = empty();
         // Every event's key (if any) and value sit back to back in `bytes`.
         let mut at = 0;
         for (item, event) in (0u32..).zip(&events.events) {
@@ -55,49 +73,54 @@ impl Guest for Rogue {
             at += event.value_len as usize;
             let what = String::from_utf8_lossy(value);
             let stray = item + 1000;
+            let r = &mut result;
             if what.contains("stray-change") {
-                let write = ValueWrite {
-                    state: counter,
-                    value: b"x".to_vec(),
-                };
-                result.changes.push(change(stray, Effect::ValueSet(write)));
+                push(
+                    r,
+                    stray,
+                    ChangeOp::ValueSet,
+                    counter,
+                    [None, None, Some(b"x")],
+                );
             } else if what.contains("stray-failure") {
                 result.failures.push(Failure {
                     item: stray,
                     reason: "a failure for nobody".into(),
                 });
             } else if what.contains("undeclared") {
-                let write = ValueWrite {
-                    state: 77,
-                    value: Vec::new(),
-                };
-                result.changes.push(change(item, Effect::ValueSet(write)));
+                push(r, item, ChangeOp::ValueSet, 77, [None, None, Some(b"")]);
             } else if what.contains("wrong-kind") {
-                result.changes.push(change(item, Effect::MapClear(counter)));
+                push(r, item, ChangeOp::MapClear, counter, [None; 3]);
             } else if what.contains("sneak-late") {
-                let record = OutputRecord {
-                    output: Some("late".into()),
-                    key: None,
-                    value: b"sneaky".to_vec(),
-                };
-                result.changes.push(change(item, Effect::Emit(record)));
+                push(
+                    r,
+                    item,
+                    ChangeOp::Emit,
+                    0,
+                    [Some(b"late"), None, Some(b"sneaky")],
+                );
+            } else if what.contains("no-value") {
+                push(r, item, ChangeOp::ValueSet, counter, [None; 3]);
+            } else if what.contains("bad-name") {
+                push(
+                    r,
+                    item,
+                    ChangeOp::Emit,
+                    0,
+                    [Some(b"\xff"), None, Some(b"v")],
+                );
+            } else if what.contains("bad-lengths") {
+                push(r, item, ChangeOp::Emit, 0, [None, None, Some(value)]);
+                result.changes.last_mut().unwrap().value_len += 1000;
             } else {
-                let record = OutputRecord {
-                    output: None,
-                    key: None,
-                    value: value.to_vec(),
-                };
-                result.changes.push(change(item, Effect::Emit(record)));
+                push(r, item, ChangeOp::Emit, 0, [None, None, Some(value)]);
             }
         }
         result
     }
 
     fn on_timer(_fired: TimerBatch) -> BatchResult {
-        BatchResult {
-            changes: Vec::new(),
-            failures: Vec::new(),
-        }
+        empty()
     }
 
     fn state_version() -> u32 {
@@ -106,6 +129,14 @@ impl Guest for Rogue {
 
     fn migrate(_from: u32, _items: Vec<StoredValue>) -> Result<Vec<Option<Vec<u8>>>, String> {
         Ok(Vec::new())
+    }
+}
+
+fn empty() -> BatchResult {
+    BatchResult {
+        bytes: Vec::new(),
+        changes: Vec::new(),
+        failures: Vec::new(),
     }
 }
 
