@@ -75,10 +75,8 @@ mod guest {
         fn process(events: bindings::EventBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
                 run_batch(events.events.len(), |item| {
-                    for_each_event(events, |index, event| {
-                        item(index, event.key().unwrap_or_default(), &mut || {
-                            handle_event(plugin, event)
-                        })
+                    for_each_event(events, |index, first_of_key, event| {
+                        item(index, first_of_key, &mut || handle_event(plugin, event))
                     })
                 })
             })
@@ -87,8 +85,8 @@ mod guest {
         fn on_timer(fired: bindings::TimerBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
                 run_batch(fired.timers.len(), |item| {
-                    for_each_timer(fired, |index, timer| {
-                        item(index, timer.key(), &mut || handle_timer(plugin, timer))
+                    for_each_timer(fired, |index, first_of_key, timer| {
+                        item(index, first_of_key, &mut || handle_timer(plugin, timer))
                     })
                 })
             })
@@ -130,18 +128,19 @@ mod guest {
 
     /// Handles a batch of `len` items in order and returns what it changed,
     /// with the items the plugin rejected. `walk` hands each item to the
-    /// closure it is given: its index, its key, and how to handle it. Each
-    /// item begins (with its key, for the state overlay) before the plugin
-    /// sees it, so every change carries its item.
+    /// closure it is given: its index, the index of the batch's first item
+    /// with its key, and how to handle it. Each item begins (with its key,
+    /// for the state overlay) before the plugin sees it, so every change
+    /// carries its item.
     fn run_batch(
         len: usize,
-        walk: impl FnOnce(&mut dyn FnMut(u32, &[u8], &mut dyn FnMut() -> Result<(), Error>)),
+        walk: impl FnOnce(&mut dyn FnMut(u32, u32, &mut dyn FnMut() -> Result<(), Error>)),
     ) -> bindings::BatchResult {
         let mut failures = Vec::new();
         // A batch is at most as long as the host's u32 item indices reach.
         begin_batch(len as u32);
-        walk(&mut |index, key, handle| {
-            begin_item(index, key);
+        walk(&mut |index, first_of_key, handle| {
+            begin_item(index, first_of_key);
             if let Err(error) = handle() {
                 failures.push(bindings::Failure {
                     item: index,

@@ -13,8 +13,31 @@ use crate::Error;
 use crate::sys::{RawListState, RawMapState, RawValueState};
 
 fn encode<T: Serialize + ?Sized>(name: &str, value: &T) -> Result<Vec<u8>, Error> {
-    postcard::to_allocvec(value)
-        .map_err(|error| Error::msg(format_args!("state \"{name}\": cannot encode: {error}")))
+    postcard::to_allocvec(value).map_err(|error| cannot_encode(name, error))
+}
+
+fn cannot_encode(name: &str, error: postcard::Error) -> Error {
+    Error::msg(format_args!("state \"{name}\": cannot encode: {error}"))
+}
+
+thread_local! {
+    // Reused by every write: the raw states copy the bytes they are given,
+    // so encoding need not allocate per write.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Hands `write` the encoded `value`, without allocating once warm.
+fn with_encoded<T: Serialize + ?Sized>(
+    name: &str,
+    value: &T,
+    write: impl FnOnce(&[u8]),
+) -> Result<(), Error> {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    let buf = postcard::to_extend(value, buf).map_err(|error| cannot_encode(name, error))?;
+    write(&buf);
+    SCRATCH.set(buf);
+    Ok(())
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, Error> {
@@ -65,8 +88,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
     /// Sets the current key's value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
-        self.raw.set(&encode(&self.name, value)?);
-        Ok(())
+        with_encoded(&self.name, value, |bytes| self.raw.set(bytes))
     }
 
     /// Removes the current key's value.
@@ -178,8 +200,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
 
     /// Appends `value` to the current key's list.
     pub fn append(&self, value: &T) -> Result<(), Error> {
-        self.raw.append(&encode(&self.name, value)?);
-        Ok(())
+        with_encoded(&self.name, value, |bytes| self.raw.append(bytes))
     }
 
     /// The current key's list, oldest first.

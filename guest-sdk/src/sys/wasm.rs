@@ -36,18 +36,18 @@ use bindings::weir::plugin::{log as host_log, timers};
 /// batch's result, packed: fixed-size records and one buffer of their bytes)
 /// and an overlay of them per (state, key), so that reads see the writes
 /// made earlier in the same batch: the host applies the changes only after
-/// the call returns. Keys are interned per batch, and the value overlay
-/// points into `bytes`, so a write costs one copy of the value.
+/// the call returns. The overlay knows a key by the index of the batch's
+/// first item with that key (the host says which), so it never hashes key
+/// bytes, and the value overlay points into `bytes`, so a write costs one
+/// copy of the value.
 #[derive(Default)]
 struct Batch {
     item: u32,
     /// How many items the batch has.
     len: u32,
-    key: Vec<u8>,
-    key_ids: FxHashMap<Vec<u8>, u32>,
-    /// The current item's entry in `key_ids`, once looked up: an item
-    /// usually reads and then writes its key, so it hashes the key once.
-    item_key_id: Option<Option<u32>>,
+    /// The current item's key, as the index of the batch's first item with
+    /// the same key.
+    key: u32,
     changes: Vec<PackedChange>,
     /// The byte fields of `changes`, back to back.
     bytes: Vec<u8>,
@@ -138,26 +138,6 @@ impl ValueReads {
     }
 }
 
-impl Batch {
-    /// The current key's id, if it was written in this batch.
-    fn key_id(&mut self) -> Option<u32> {
-        *self
-            .item_key_id
-            .get_or_insert_with(|| self.key_ids.get(self.key.as_slice()).copied())
-    }
-
-    /// The current key's id, interning it on first write.
-    fn intern_key(&mut self) -> u32 {
-        if let Some(id) = self.key_id() {
-            return id;
-        }
-        let id = self.key_ids.len() as u32;
-        self.key_ids.insert(self.key.clone(), id);
-        self.item_key_id = Some(Some(id));
-        id
-    }
-}
-
 #[derive(Default)]
 struct MapOverlay {
     cleared: bool,
@@ -183,13 +163,12 @@ pub(crate) fn begin_batch(len: u32) {
     with_batch(|b| b.len = len);
 }
 
-/// Starts handling item `item` (of key `key`) of the batch in hand.
-pub(crate) fn begin_item(item: u32, key: &[u8]) {
+/// Starts handling item `item` of the batch in hand, whose key is that of
+/// item `first_of_key`.
+pub(crate) fn begin_item(item: u32, first_of_key: u32) {
     with_batch(|b| {
         b.item = item;
-        b.key.clear();
-        b.key.extend_from_slice(key);
-        b.item_key_id = None;
+        b.key = first_of_key;
     });
 }
 
@@ -198,7 +177,6 @@ pub(crate) fn begin_item(item: u32, key: &[u8]) {
 /// batch's start at their size, so they grow only when batches do.
 pub(crate) fn take_changes() -> (Vec<u8>, Vec<PackedChange>) {
     with_batch(|b| {
-        b.key_ids.clear();
         b.values.clear();
         b.maps.clear();
         b.lists.clear();
@@ -267,7 +245,7 @@ impl RawValueState {
     /// the batch. `f` runs with the batch borrowed: it must not touch state.
     pub(crate) fn get_with<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         with_batch(|b| {
-            let written = b.key_id().and_then(|key| b.values.get(&(self.id, key)));
+            let written = b.values.get(&(self.id, b.key));
             if let Some(slot) = written {
                 return f(slot.map(|(start, len)| &b.bytes[start..start + len]));
             }
@@ -281,7 +259,7 @@ impl RawValueState {
 
     pub(crate) fn set(&self, value: &[u8]) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let span = (b.bytes.len(), value.len());
             b.values.insert((self.id, key), Some(span));
             push(b, ChangeOp::ValueSet, self.id, [None, None, Some(value)]);
@@ -290,7 +268,7 @@ impl RawValueState {
 
     pub(crate) fn clear(&self) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             b.values.insert((self.id, key), None);
             push_clear(b, ChangeOp::ValueClear, self.id);
         });
@@ -310,7 +288,7 @@ impl RawMapState {
 
     pub(crate) fn get(&self, map_key: &[u8]) -> Option<Vec<u8>> {
         let (item, pending) = with_batch(|b| {
-            let overlay = b.key_id().and_then(|key| b.maps.get(&(self.id, key)));
+            let overlay = b.maps.get(&(self.id, b.key));
             let pending = overlay.and_then(|o| match o.entries.get(map_key) {
                 Some(entry) => Some(entry.clone()),
                 None if o.cleared => Some(None),
@@ -326,7 +304,7 @@ impl RawMapState {
 
     pub(crate) fn put(&self, map_key: &[u8], value: &[u8]) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let overlay = b.maps.entry((self.id, key)).or_default();
             overlay
                 .entries
@@ -338,7 +316,7 @@ impl RawMapState {
 
     pub(crate) fn remove(&self, map_key: &[u8]) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let overlay = b.maps.entry((self.id, key)).or_default();
             overlay.entries.insert(map_key.to_vec(), None);
             push(b, ChangeOp::MapRemove, self.id, [None, Some(map_key), None]);
@@ -352,8 +330,8 @@ impl RawMapState {
     pub(crate) fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let (item, overlay) = with_batch(|b| {
             let overlay = b
-                .key_id()
-                .and_then(|key| b.maps.get(&(self.id, key)))
+                .maps
+                .get(&(self.id, b.key))
                 .map(|o| (o.cleared, o.entries.clone()));
             (b.item, overlay)
         });
@@ -380,7 +358,7 @@ impl RawMapState {
 
     pub(crate) fn clear(&self) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let overlay = b.maps.entry((self.id, key)).or_default();
             overlay.cleared = true;
             overlay.entries.clear();
@@ -402,7 +380,7 @@ impl RawListState {
 
     pub(crate) fn append(&self, value: &[u8]) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let overlay = b.lists.entry((self.id, key)).or_default();
             overlay.appended.push(value.to_vec());
             push(b, ChangeOp::ListAppend, self.id, [None, None, Some(value)]);
@@ -412,8 +390,8 @@ impl RawListState {
     pub(crate) fn read(&self) -> Vec<Vec<u8>> {
         let (item, overlay) = with_batch(|b| {
             let overlay = b
-                .key_id()
-                .and_then(|key| b.lists.get(&(self.id, key)))
+                .lists
+                .get(&(self.id, b.key))
                 .map(|o| (o.cleared, o.appended.clone()));
             (b.item, overlay)
         });
@@ -430,7 +408,7 @@ impl RawListState {
 
     pub(crate) fn clear(&self) {
         with_batch(|b| {
-            let key = b.intern_key();
+            let key = b.key;
             let overlay = b.lists.entry((self.id, key)).or_default();
             overlay.cleared = true;
             overlay.appended.clear();
@@ -514,10 +492,11 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
-/// Walks a packed event batch, handing `f` each event with its index. One
-/// `Event` is refilled for every item, so the plugin allocates its buffers
-/// once per batch rather than per event.
-pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32, &Event)) {
+/// Walks a packed event batch, handing `f` each event with its index and the
+/// index of the batch's first event with its key. One `Event` is refilled for
+/// every item, so the plugin allocates its buffers once per batch rather
+/// than per event.
+pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32, u32, &Event)) {
     let bindings::EventBatch {
         bytes,
         events,
@@ -540,12 +519,12 @@ pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32,
             Some(h) => h.headers,
             None => Vec::new(),
         };
-        f(index, &event);
+        f(index, packed.first_of_key, &event);
     }
 }
 
 /// Walks a packed batch of fired timers like [`for_each_event`].
-pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32, &Timer)) {
+pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32, u32, &Timer)) {
     let mut timer = Timer::new(Vec::new(), 0, TimeDomain::EventTime);
     let mut at = 0;
     for (index, packed) in (0u32..).zip(&batch.timers) {
@@ -558,7 +537,7 @@ pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32,
             WitTimeDomain::EventTime => TimeDomain::EventTime,
             WitTimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
         };
-        f(index, &timer);
+        f(index, packed.first_of_key, &timer);
     }
 }
 

@@ -3,6 +3,8 @@
 //! key and value in one buffer each way, so that crossing the boundary costs
 //! a few copies instead of an allocation for every key, value and list.
 
+use rustc_hash::FxHashMap;
+
 use super::bindings::{
     BatchResult, ChangeOp, EventBatch, EventHeaders, Failure, PackedChange, PackedEvent,
     PackedTimer, TimeDomain, TimerBatch,
@@ -47,11 +49,31 @@ pub(crate) fn empty_timer_batch() -> TimerBatch {
     }
 }
 
+/// For each item in turn, the index of the first item with the same key.
+/// The host hashes each key once here so that a plugin need not hash them
+/// again in wasm (where it costs several times more) to tell keys apart.
+struct FirstOfKey<'a> {
+    seen: FxHashMap<&'a [u8], u32>,
+}
+
+impl<'a> FirstOfKey<'a> {
+    fn new(len: usize) -> Self {
+        let mut seen = FxHashMap::default();
+        seen.reserve(len);
+        FirstOfKey { seen }
+    }
+
+    fn of(&mut self, index: u32, key: &'a [u8]) -> u32 {
+        *self.seen.entry(key).or_insert(index)
+    }
+}
+
 /// Packs `events` into `batch`, reusing its buffers.
 pub(crate) fn pack_events(events: &[Event], batch: &mut EventBatch) -> Result<(), TooLarge> {
     batch.bytes.clear();
     batch.events.clear();
     batch.headers.clear();
+    let mut first = FirstOfKey::new(events.len());
     for (index, event) in (0u32..).zip(events) {
         let key_len = match &event.key {
             Some(key) => {
@@ -65,6 +87,7 @@ pub(crate) fn pack_events(events: &[Event], batch: &mut EventBatch) -> Result<()
             key_len,
             value_len: u32::try_from(event.value.len()).map_err(|_| TooLarge(event.value.len()))?,
             timestamp: event.timestamp,
+            first_of_key: first.of(index, event.key.as_deref().unwrap_or_default()),
         });
         if !event.headers.is_empty() {
             batch.headers.push(EventHeaders {
@@ -80,12 +103,14 @@ pub(crate) fn pack_events(events: &[Event], batch: &mut EventBatch) -> Result<()
 pub(crate) fn pack_timers(timers: &[Timer], batch: &mut TimerBatch) -> Result<(), TooLarge> {
     batch.keys.clear();
     batch.timers.clear();
-    for timer in timers {
+    let mut first = FirstOfKey::new(timers.len());
+    for (index, timer) in (0u32..).zip(timers) {
         batch.keys.extend_from_slice(&timer.key);
         batch.timers.push(PackedTimer {
             key_len: u32::try_from(timer.key.len()).map_err(|_| TooLarge(timer.key.len()))?,
             timestamp: timer.timestamp,
             domain: timer.domain,
+            first_of_key: first.of(index, &timer.key),
         });
     }
     Ok(())
@@ -213,6 +238,9 @@ mod tests {
             .map(|e| (e.key_len, e.value_len, e.timestamp))
             .collect();
         assert_eq!(lens, [(2, 5, Some(5)), (-1, 2, None), (0, 0, Some(-1))]);
+        // No key and the empty key are the same state.
+        let firsts: Vec<_> = batch.events.iter().map(|e| e.first_of_key).collect();
+        assert_eq!(firsts, [0, 1, 1]);
         assert_eq!(batch.headers.len(), 1);
         assert_eq!(batch.headers[0].event, 1);
         assert_eq!(batch.headers[0].headers, [("h".to_owned(), b"x".to_vec())]);
@@ -307,20 +335,26 @@ mod tests {
                 timestamp: 9,
                 domain: TimeDomain::ProcessingTime,
             },
+            Timer {
+                key: b"abc".to_vec(),
+                timestamp: 8,
+                domain: TimeDomain::EventTime,
+            },
         ];
         let mut batch = empty_timer_batch();
         pack_timers(&timers, &mut batch).unwrap();
-        assert_eq!(batch.keys, b"abcd");
+        assert_eq!(batch.keys, b"abcdabc");
         let packed: Vec<_> = batch
             .timers
             .iter()
-            .map(|t| (t.key_len, t.timestamp, t.domain))
+            .map(|t| (t.key_len, t.timestamp, t.domain, t.first_of_key))
             .collect();
         assert_eq!(
             packed,
             [
-                (3, 7, TimeDomain::EventTime),
-                (1, 9, TimeDomain::ProcessingTime)
+                (3, 7, TimeDomain::EventTime, 0),
+                (1, 9, TimeDomain::ProcessingTime, 1),
+                (3, 8, TimeDomain::EventTime, 0)
             ]
         );
     }
