@@ -27,7 +27,7 @@ fn run(backend: &mut dyn KeyedStateBackend, keys: &[Vec<u8>]) -> f64 {
         out.clear();
         backend.value_get_into(kg, 0, key, &mut out).unwrap();
         // A window's encoded size (postcard: start and count).
-        backend.value_set(kg, 0, key, vec![7; 7]).unwrap();
+        backend.value_set(kg, 0, key, &[7; 7]).unwrap();
         if i >= WINDOW_EVENTS && i % 3 != 0 {
             let fired = &keys[i - WINDOW_EVENTS];
             let kg = key_group(fired);

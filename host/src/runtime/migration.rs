@@ -144,7 +144,7 @@ pub(crate) fn apply(
                 state,
                 key,
                 value: Some(value),
-            } => backend.value_set(kg, state, &key, value)?,
+            } => backend.value_set(kg, state, &key, &value)?,
             Rewrite::Value { kg, state, key, .. } => backend.value_clear(kg, state, &key)?,
             Rewrite::MapEntry {
                 kg,

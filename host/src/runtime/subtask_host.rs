@@ -193,7 +193,7 @@ impl SubtaskHost {
         match op {
             ChangeOp::ValueSet => {
                 let id = state(StateKind::Value)?;
-                self.backend.value_set(kg, id, key, value()?.to_vec())?;
+                self.backend.value_set(kg, id, key, value()?)?;
             }
             ChangeOp::ValueClear => {
                 let id = state(StateKind::Value)?;
@@ -414,14 +414,14 @@ mod tests {
         let window = host.declare("window".into(), WitStateKind::Value).unwrap();
         let other = host.declare("other".into(), WitStateKind::Value).unwrap();
         host.backend
-            .value_set(key_group(b"a"), window, b"a", b"one".to_vec())
+            .value_set(key_group(b"a"), window, b"a", b"one")
             .unwrap();
         // Present but empty is not absent.
         host.backend
-            .value_set(key_group(b"c"), window, b"c", Vec::new())
+            .value_set(key_group(b"c"), window, b"c", b"")
             .unwrap();
         host.backend
-            .value_set(key_group(b"b"), other, b"b", b"x".to_vec())
+            .value_set(key_group(b"b"), other, b"b", b"x")
             .unwrap();
 
         let batch = host.value_get_batch(window).unwrap();

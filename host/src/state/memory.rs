@@ -171,15 +171,10 @@ impl KeyedStateBackend for MemoryBackend {
         kg: u16,
         state: StateId,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
     ) -> Result<(), StateError> {
         let entry = self.entry_mut(kg, key);
-        // `from_vec` keeps a large value's allocation; a small one moves inline.
-        let value = if value.len() <= INLINE {
-            Bytes::from_slice(&value)
-        } else {
-            Bytes::from_vec(value)
-        };
+        let value = Bytes::from_slice(value);
         match find_mut(&mut entry.values, state) {
             Some(slot) => *slot = value,
             None => entry.values.push((state, value)),
@@ -404,7 +399,7 @@ mod tests {
     #[test]
     fn export_then_import_restores_the_same_state() {
         let mut b = MemoryBackend::default();
-        b.value_set(1, 0, b"a", b"v".to_vec()).unwrap();
+        b.value_set(1, 0, b"a", b"v").unwrap();
         b.map_put(1, 1, b"a", b"m".to_vec(), b"x".to_vec()).unwrap();
         b.list_append(100, 2, b"z", b"1".to_vec()).unwrap();
         b.list_append(100, 2, b"z", b"2".to_vec()).unwrap();

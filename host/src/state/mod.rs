@@ -100,12 +100,14 @@ pub trait KeyedStateBackend: Send {
             self.value_get(kg, state, key)?.as_deref(),
         ))
     }
+    /// Sets the value; it takes a slice because the writes come from a
+    /// plugin's packed result, and a small value is stored inline.
     fn value_set(
         &mut self,
         kg: u16,
         state: StateId,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
     ) -> Result<(), StateError>;
     fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError>;
 
@@ -194,7 +196,7 @@ pub(crate) fn import_entry<B: KeyedStateBackend + ?Sized>(
             state,
             key,
             value,
-        } => b.value_set(kg, state, &key, value),
+        } => b.value_set(kg, state, &key, &value),
         StateEntry::MapEntry {
             kg,
             state,
@@ -222,9 +224,9 @@ pub(crate) mod behaviour {
     use super::KeyedStateBackend;
 
     pub(crate) fn values_are_scoped_by_key_and_state(b: &mut dyn KeyedStateBackend) {
-        b.value_set(3, 0, b"alice", b"1".to_vec()).unwrap();
-        b.value_set(3, 1, b"alice", b"2".to_vec()).unwrap();
-        b.value_set(3, 0, b"bob", b"3".to_vec()).unwrap();
+        b.value_set(3, 0, b"alice", b"1").unwrap();
+        b.value_set(3, 1, b"alice", b"2").unwrap();
+        b.value_set(3, 0, b"bob", b"3").unwrap();
         assert_eq!(b.value_get(3, 0, b"alice").unwrap().unwrap(), b"1");
         assert_eq!(b.value_get(3, 1, b"alice").unwrap().unwrap(), b"2");
         assert_eq!(b.value_get(3, 0, b"bob").unwrap().unwrap(), b"3");
@@ -233,7 +235,7 @@ pub(crate) mod behaviour {
     }
 
     pub(crate) fn a_key_whose_last_state_is_cleared_is_forgotten(b: &mut dyn KeyedStateBackend) {
-        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
+        b.value_set(1, 0, b"k", b"v").unwrap();
         b.list_append(1, 2, b"k", b"x".to_vec()).unwrap();
         b.value_clear(1, 0, b"k").unwrap();
         assert_eq!(b.key_count(), 1);

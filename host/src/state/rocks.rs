@@ -474,10 +474,10 @@ impl KeyedStateBackend for RocksDbBackend {
         kg: u16,
         state: StateId,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
     ) -> Result<(), StateError> {
         encode_key(&mut self.key_buf, kg, state, Kind::Value, key)?;
-        self.cache_write(Some(value))
+        self.cache_write(Some(value.to_vec()))
     }
 
     fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
@@ -1095,7 +1095,7 @@ mod tests {
         for i in keys {
             let key = format!("user-{i}");
             let kg = key_group(key.as_bytes());
-            b.value_set(kg, 0, key.as_bytes(), i.to_le_bytes().to_vec())
+            b.value_set(kg, 0, key.as_bytes(), &i.to_le_bytes())
                 .unwrap();
             if i % 3 == 0 {
                 b.map_put(kg, 1, key.as_bytes(), b"m".to_vec(), vec![1; 10])
@@ -1157,12 +1157,12 @@ mod tests {
     fn key_count_sees_written_back_values_and_cached_clears() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(&dir);
-        b.value_set(1, 0, b"k", b"v".to_vec()).unwrap();
-        b.value_set(2, 0, b"j", b"v".to_vec()).unwrap();
+        b.value_set(1, 0, b"k", b"v").unwrap();
+        b.value_set(2, 0, b"j", b"v").unwrap();
         b.write_back().unwrap();
         b.value_clear(1, 0, b"k").unwrap();
         assert_eq!(b.key_count(), 1);
-        b.value_set(1, 3, b"k", b"w".to_vec()).unwrap();
+        b.value_set(1, 3, b"k", b"w").unwrap();
         assert_eq!(b.key_count(), 2);
     }
 
@@ -1195,10 +1195,10 @@ mod tests {
     fn key_state_shows_every_state_of_one_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(&dir);
-        b.value_set(5, 0, b"k", b"v".to_vec()).unwrap();
+        b.value_set(5, 0, b"k", b"v").unwrap();
         b.map_put(5, 1, b"k", b"m".to_vec(), b"x".to_vec()).unwrap();
         b.list_append(5, 2, b"k", b"i".to_vec()).unwrap();
-        b.value_set(5, 0, b"other", b"o".to_vec()).unwrap();
+        b.value_set(5, 0, b"other", b"o").unwrap();
         let view = b.key_state(5, b"k").unwrap();
         assert_eq!(
             view,
@@ -1215,7 +1215,7 @@ mod tests {
     fn export_then_import_restores_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(&dir);
-        b.value_set(1, 0, b"a", b"v".to_vec()).unwrap();
+        b.value_set(1, 0, b"a", b"v").unwrap();
         b.map_put(1, 1, b"a", b"m".to_vec(), b"x".to_vec()).unwrap();
         b.list_append(100, 2, b"z", b"1".to_vec()).unwrap();
         b.list_append(100, 2, b"z", b"2".to_vec()).unwrap();
@@ -1310,8 +1310,8 @@ mod tests {
             match rng.below(100) {
                 0..25 => {
                     let v = rng.bytes();
-                    m.value_set(kg, value_state, key, v.clone()).unwrap();
-                    r.value_set(kg, value_state, key, v).unwrap();
+                    m.value_set(kg, value_state, key, &v).unwrap();
+                    r.value_set(kg, value_state, key, &v).unwrap();
                 }
                 25..35 => assert_eq!(
                     m.value_get(kg, value_state, key).unwrap(),
@@ -1451,9 +1451,7 @@ mod tests {
             panic!("two keys outside the range")
         };
         assert!(restored.value_get(read_kg, 0, read_key).unwrap().is_some());
-        restored
-            .value_set(set_kg, 0, set_key, b"new".to_vec())
-            .unwrap();
+        restored.value_set(set_kg, 0, set_key, b"new").unwrap();
         restored.retain_key_groups(range.clone()).unwrap();
         assert_eq!(export_all(&mut restored), part);
         let keys: BTreeSet<_> = part
