@@ -165,19 +165,24 @@ async fn authorize(State(state): Shared, request: Request, next: Next) -> Respon
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            None => {
-                return ApiError::Unauthorized(
-                    "this server needs `Authorization: Bearer <token>`".into(),
-                )
-                .into_response();
-            }
+            None => return unauthorized("this server needs `Authorization: Bearer <token>`"),
             Some(given) if !constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-                return ApiError::Unauthorized("wrong token".into()).into_response();
+                return unauthorized("wrong token");
             }
             Some(_) => {}
         }
     }
     next.run(request).await
+}
+
+/// A refusal that leaves the request body unread. The server then closes
+/// the connection; saying so keeps a client from sending its next request
+/// down a connection that is going away (seen as "peer disconnected").
+fn unauthorized(reason: &str) -> Response {
+    let mut response = ApiError::Unauthorized(reason.into()).into_response();
+    let close = header::HeaderValue::from_static("close");
+    response.headers_mut().insert(header::CONNECTION, close);
+    response
 }
 
 /// Compares without returning early, so timing does not reveal a prefix.
