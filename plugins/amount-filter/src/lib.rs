@@ -4,8 +4,6 @@
 //! main output as the text `<user_id>:<amount_cents>` (not JSON), keyed by
 //! the event's key.
 
-use std::io::Write;
-
 use serde::Deserialize;
 use weir_sdk::{Context, Error, Event, Processor};
 
@@ -57,13 +55,15 @@ impl Processor for AmountFilter {
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<(), Error> {
         let transaction: Transaction = event.json()?;
         if transaction.amount_cents > self.config.min_exclusive {
+            // itoa, not `write!`: the formatting machinery was a tenth of
+            // the plugin's time.
+            let mut digits = itoa::Buffer::new();
             self.line.clear();
-            write!(
-                self.line,
-                "{}:{}",
-                transaction.user_id, transaction.amount_cents
-            )
-            .map_err(Error::msg)?;
+            self.line
+                .extend_from_slice(digits.format(transaction.user_id).as_bytes());
+            self.line.push(b':');
+            self.line
+                .extend_from_slice(digits.format(transaction.amount_cents).as_bytes());
             ctx.emit(&self.line);
         }
         Ok(())
