@@ -51,12 +51,80 @@ struct Batch {
     changes: Vec<PackedChange>,
     /// The byte fields of `changes`, back to back.
     bytes: Vec<u8>,
-    /// (state, key id) → where in `bytes` the last `value-set` put its value
-    /// (start, length), or `None` once cleared.
-    values: FxHashMap<(u32, u32), Option<(usize, usize)>>,
+    /// The value states written in this batch.
+    values: Written,
     maps: FxHashMap<(u32, u32), MapOverlay>,
     lists: FxHashMap<(u32, u32), ListOverlay>,
     reads: ValueReads,
+}
+
+/// Per (state, key id): where in the batch's `bytes` the last `value-set`
+/// put its value, or that it was cleared. Key ids are indices of the batch's
+/// items, so a slot is found by indexing, not hashing; a slot counts only
+/// if stamped with the current batch, so nothing is cleared between batches.
+struct Written {
+    /// Never 0, the stamp of a slot never written.
+    batch: u32,
+    /// Indexed by state id, then by key id.
+    slots: Vec<Vec<Slot>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    batch: u32,
+    start: u32,
+    /// `CLEARED` for a cleared value.
+    len: u32,
+}
+
+const CLEARED: u32 = u32::MAX;
+
+impl Default for Written {
+    fn default() -> Self {
+        Written {
+            batch: 1,
+            slots: Vec::new(),
+        }
+    }
+}
+
+impl Written {
+    /// `None` if not written in this batch; `Some(None)` if cleared.
+    fn get(&self, state: u32, key: u32) -> Option<Option<(usize, usize)>> {
+        let slot = self.slots.get(state as usize)?.get(key as usize)?;
+        (slot.batch == self.batch)
+            .then(|| (slot.len != CLEARED).then_some((slot.start as usize, slot.len as usize)))
+    }
+
+    fn set(&mut self, state: u32, key: u32, value: Option<(usize, usize)>) {
+        let (state, key) = (state as usize, key as usize);
+        if self.slots.len() <= state {
+            self.slots.resize_with(state + 1, Vec::new);
+        }
+        let slots = &mut self.slots[state];
+        if slots.len() <= key {
+            slots.resize(key + 1, Slot::default());
+        }
+        // Lossless: this is wasm32, where usize is 32 bits.
+        let (start, len) = value.map_or((0, CLEARED), |(start, len)| (start as u32, len as u32));
+        slots[key] = Slot {
+            batch: self.batch,
+            start,
+            len,
+        };
+    }
+
+    /// Forgets every slot at once.
+    fn next_batch(&mut self) {
+        self.batch = self.batch.wrapping_add(1);
+        if self.batch == 0 {
+            self.slots
+                .iter_mut()
+                .flatten()
+                .for_each(|slot| *slot = Slot::default());
+            self.batch = 1;
+        }
+    }
 }
 
 /// Value-state reads through one host call per batch instead of one per
@@ -160,7 +228,10 @@ fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
 
 /// Starts a batch of `len` items.
 pub(crate) fn begin_batch(len: u32) {
-    with_batch(|b| b.len = len);
+    with_batch(|b| {
+        b.len = len;
+        b.values.next_batch();
+    });
 }
 
 /// Starts handling item `item` of the batch in hand, whose key is that of
@@ -177,7 +248,6 @@ pub(crate) fn begin_item(item: u32, first_of_key: u32) {
 /// batch's start at their size, so they grow only when batches do.
 pub(crate) fn take_changes() -> (Vec<u8>, Vec<PackedChange>) {
     with_batch(|b| {
-        b.values.clear();
         b.maps.clear();
         b.lists.clear();
         let len = b.len;
@@ -245,8 +315,7 @@ impl RawValueState {
     /// the batch. `f` runs with the batch borrowed: it must not touch state.
     pub(crate) fn get_with<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         with_batch(|b| {
-            let written = b.values.get(&(self.id, b.key));
-            if let Some(slot) = written {
+            if let Some(slot) = b.values.get(self.id, b.key) {
                 return f(slot.map(|(start, len)| &b.bytes[start..start + len]));
             }
             let item = b.item;
@@ -261,7 +330,7 @@ impl RawValueState {
         with_batch(|b| {
             let key = b.key;
             let span = (b.bytes.len(), value.len());
-            b.values.insert((self.id, key), Some(span));
+            b.values.set(self.id, key, Some(span));
             push(b, ChangeOp::ValueSet, self.id, [None, None, Some(value)]);
         });
     }
@@ -269,7 +338,7 @@ impl RawValueState {
     pub(crate) fn clear(&self) {
         with_batch(|b| {
             let key = b.key;
-            b.values.insert((self.id, key), None);
+            b.values.set(self.id, key, None);
             push_clear(b, ChangeOp::ValueClear, self.id);
         });
     }
