@@ -103,14 +103,35 @@ function slot(state, key) {
 
 const CLEARED = Symbol("cleared");
 
+// A change crosses back as 32 bytes, little-endian (`packed-change` in the
+// WIT): item u32, op u8, domain u8, 2 zero bytes, state u32, name, key and
+// value lengths s32 (-1 = absent), timestamp s64.
+const CHANGE_SIZE = 32;
+const OP_CODES = {
+  "value-set": 0,
+  "value-clear": 1,
+  "map-put": 2,
+  "map-remove": 3,
+  "map-clear": 4,
+  "list-append": 5,
+  "list-clear": 6,
+  "timer-register": 7,
+  "timer-delete": 8,
+  emit: 9,
+};
+const DOMAIN_CODES = { "event-time": 0, "processing-time": 1 };
+
 class Batch {
   constructor() {
     this.item = 0;
     this.key = new Uint8Array(0);
     this.keySlot = "";
-    // The batch's result, packed: fixed-size change records, and their byte
-    // fields (name, key, value) as parts to concatenate once at the end.
-    this.changes = [];
+    // The batch's result, packed: 32-byte change records (a buffer reused
+    // across batches), and their byte fields (name, key, value) as parts to
+    // concatenate once at the end.
+    this.changes = new Uint8Array(64 * CHANGE_SIZE);
+    this.view = new DataView(this.changes.buffer);
+    this.changesLen = 0;
     this.parts = [];
     this.size = 0;
     // slot -> bytes, or CLEARED
@@ -135,8 +156,8 @@ class Batch {
       bytes.set(part, at);
       at += part.length;
     }
-    const changes = this.changes;
-    this.changes = [];
+    const changes = this.changes.slice(0, this.changesLen);
+    this.changesLen = 0;
     this.parts = [];
     this.size = 0;
     this.values.clear();
@@ -148,16 +169,24 @@ class Batch {
   /** Appends a change of the current item; `name`, `key` and `value` are
    * its byte fields (Uint8Array), each possibly undefined. */
   push(op, state, { name, key, value, domain = "event-time", timestamp = 0n } = {}) {
-    this.changes.push({
-      item: this.item,
-      op,
-      state,
-      domain,
-      timestamp,
-      nameLen: this.field(name),
-      keyLen: this.field(key),
-      valueLen: this.field(value),
-    });
+    if (this.changesLen + CHANGE_SIZE > this.changes.length) {
+      const grown = new Uint8Array(this.changes.length * 2);
+      grown.set(this.changes);
+      this.changes = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    const at = this.changesLen;
+    const view = this.view;
+    view.setUint32(at, this.item, true);
+    view.setUint8(at + 4, OP_CODES[op]);
+    view.setUint8(at + 5, DOMAIN_CODES[domain]);
+    view.setUint16(at + 6, 0, true);
+    view.setUint32(at + 8, state, true);
+    view.setInt32(at + 12, this.field(name), true);
+    view.setInt32(at + 16, this.field(key), true);
+    view.setInt32(at + 20, this.field(value), true);
+    view.setBigInt64(at + 24, timestamp, true);
+    this.changesLen += CHANGE_SIZE;
   }
 
   field(bytes) {

@@ -158,6 +158,7 @@ path = "late.jsonl"
         "no-value",
         "bad-name",
         "bad-lengths",
+        "bad-op",
         "ok-2",
     ]
     .iter()
@@ -183,21 +184,28 @@ path = "late.jsonl"
 
     let dead = run.lines("dead.jsonl");
     let reason_of = |what: &str| dead_letter(&dead, what).1;
-    assert_eq!(dead.len(), 6, "{dead:?}");
+    assert_eq!(dead.len(), 7, "{dead:?}");
     assert!(reason_of("undeclared").contains("never declared"));
     assert!(reason_of("wrong-kind").contains("a value state, as a map state"));
     assert!(reason_of("sneak-late").contains("`late` and `dead-letter` are the host's"));
     assert!(reason_of("no-value").contains("value-set change without its value"));
     assert!(reason_of("bad-name").contains("not UTF-8"));
-    let invalid = dead
-        .iter()
-        .filter(|d| !d["value"].as_str().unwrap().contains("bad-lengths"));
+    let invalid = dead.iter().filter(|d| {
+        let value = d["value"].as_str().unwrap();
+        !value.contains("bad-lengths") && !value.contains("bad-op")
+    });
     assert!(invalid.clone().all(|d| d["error"] == "invalid-change"));
     // A result whose lengths do not add up fails the whole call; the replay
     // one item at a time pins it on the item that caused it.
     let (error, reason) = dead_letter(&dead, "bad-lengths");
     assert_eq!(error, "trap", "{dead:?}");
     assert!(reason.contains("malformed batch result"), "{reason}");
+    let (error, reason) = dead_letter(&dead, "bad-op");
+    assert_eq!(error, "trap", "{dead:?}");
+    assert!(
+        reason.contains("change 0 has op 200, not a change-op"),
+        "{reason}"
+    );
     // Changes and failures for items it was not given are counted, not
     // pinned on an innocent event.
     assert!(run.summary()["errors"]["bad-item-index"].as_u64().unwrap() >= 1);

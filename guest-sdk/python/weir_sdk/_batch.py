@@ -5,8 +5,25 @@ after the call returns). Reads that the overlay cannot answer cross into the
 host, by (state, item). Mirrors guest-sdk/src/sys/wasm.rs.
 """
 
+import struct
+
 from wit_world.imports import state as host_state
-from wit_world.imports.types import ChangeOp, PackedChange, TimeDomain
+from wit_world.imports.types import ChangeOp, TimeDomain
+
+# A change crosses back as 32 bytes, little-endian (`packed-change` in the
+# WIT): item, op, domain, 2 zero bytes, state, name, key and value lengths
+# (-1 = absent), timestamp.
+_CHANGE = struct.Struct("<IBBxxIiiiq")
+_OP_CODES = {
+    op: code
+    for code, op in enumerate([
+        ChangeOp.VALUE_SET, ChangeOp.VALUE_CLEAR, ChangeOp.MAP_PUT,
+        ChangeOp.MAP_REMOVE, ChangeOp.MAP_CLEAR, ChangeOp.LIST_APPEND,
+        ChangeOp.LIST_CLEAR, ChangeOp.TIMER_REGISTER, ChangeOp.TIMER_DELETE,
+        ChangeOp.EMIT,
+    ])
+}
+_DOMAIN_CODES = {TimeDomain.EVENT_TIME: 0, TimeDomain.PROCESSING_TIME: 1}
 
 # A value cleared earlier in the batch (distinct from "not written").
 CLEARED = object()
@@ -18,9 +35,9 @@ class Batch:
     def __init__(self):
         self.item = 0
         self.key = b""
-        # The batch's result, packed: fixed-size change records and one
+        # The batch's result, packed: 32-byte change records and one
         # buffer of their byte fields (name, key, value), back to back.
-        self.changes = []
+        self.changes = bytearray()
         self.bytes = bytearray()
         # (state, key) -> bytes, or CLEARED
         self.values = {}
@@ -35,8 +52,8 @@ class Batch:
 
     def take_changes(self):
         """Ends the batch: (bytes, changes) of its result, and a clean slate."""
-        changes, data = self.changes, bytes(self.bytes)
-        self.changes = []
+        changes, data = bytes(self.changes), bytes(self.bytes)
+        self.changes.clear()
         self.bytes.clear()
         self.values.clear()
         self.maps.clear()
@@ -52,10 +69,10 @@ class Batch:
     def push(self, op, state, name=None, key=None, value=None,
              domain=TimeDomain.EVENT_TIME, timestamp=0):
         """Appends a change of the current item with its byte fields."""
-        self.changes.append(PackedChange(
-            self.item, op, state, domain, timestamp,
-            self._field(name), self._field(key), self._field(value),
-        ))
+        self.changes += _CHANGE.pack(
+            self.item, _OP_CODES[op], _DOMAIN_CODES[domain], state,
+            self._field(name), self._field(key), self._field(value), timestamp,
+        )
 
     # Value state.
 

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use bindings::weir::plugin::state::{self as host_state, StateKind};
-use bindings::weir::plugin::types::{ChangeOp, PackedChange, TimeDomain as WitTimeDomain};
+use bindings::weir::plugin::types::{ChangeOp, TimeDomain as WitTimeDomain};
 use bindings::weir::plugin::{log as host_log, timers};
 
 /// The batch in hand: the item being handled, the changes made so far (the
@@ -48,7 +48,8 @@ struct Batch {
     /// The current item's key, as the index of the batch's first item with
     /// the same key.
     key: u32,
-    changes: Vec<PackedChange>,
+    /// The changes, 32 bytes each.
+    changes: Vec<u8>,
     /// The byte fields of `changes`, back to back.
     bytes: Vec<u8>,
     /// The value states written in this batch.
@@ -246,7 +247,7 @@ pub(crate) fn begin_item(item: u32, first_of_key: u32) {
 /// Ends the batch: its changes in order with their bytes, and a clean slate
 /// for the next one. The returned buffers are freed after the call; the next
 /// batch's start at their size, so they grow only when batches do.
-pub(crate) fn take_changes() -> (Vec<u8>, Vec<PackedChange>) {
+pub(crate) fn take_changes() -> (Vec<u8>, Vec<u8>) {
     with_batch(|b| {
         b.maps.clear();
         b.lists.clear();
@@ -261,15 +262,22 @@ pub(crate) fn take_changes() -> (Vec<u8>, Vec<PackedChange>) {
     })
 }
 
-/// Appends a change of the current item; `fields` are its name, key and
-/// value bytes, each absent or not.
-fn push<'b>(
-    b: &'b mut Batch,
+/// Appends a change of the current item in the contract's 32-byte layout
+/// (`packed-change` in the WIT); `fields` are its name, key and value bytes,
+/// each absent or not.
+fn push(b: &mut Batch, op: ChangeOp, state: u32, fields: [Option<&[u8]>; 3]) {
+    push_with_time(b, op, state, fields, (WitTimeDomain::EventTime, 0));
+}
+
+/// [`push`] for a timer change, which also carries its domain and time.
+fn push_with_time(
+    b: &mut Batch,
     op: ChangeOp,
     state: u32,
     fields: [Option<&[u8]>; 3],
-) -> &'b mut PackedChange {
-    let [name_len, key_len, value_len] = fields.map(|field| match field {
+    (domain, timestamp): (WitTimeDomain, i64),
+) {
+    let lens = fields.map(|field| match field {
         Some(bytes) => {
             b.bytes.extend_from_slice(bytes);
             // Beyond 2 GiB the contract cannot carry it: trap, which
@@ -278,17 +286,16 @@ fn push<'b>(
         }
         None => -1,
     });
-    b.changes.push(PackedChange {
-        item: b.item,
-        op,
-        state,
-        domain: WitTimeDomain::EventTime,
-        timestamp: 0,
-        name_len,
-        key_len,
-        value_len,
-    });
-    b.changes.last_mut().expect("just pushed")
+    let mut record = [0u8; 32];
+    record[0..4].copy_from_slice(&b.item.to_le_bytes());
+    record[4] = op as u8;
+    record[5] = domain as u8;
+    record[8..12].copy_from_slice(&state.to_le_bytes());
+    for (at, len) in [12, 16, 20].into_iter().zip(lens) {
+        record[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    record[24..32].copy_from_slice(&timestamp.to_le_bytes());
+    b.changes.extend_from_slice(&record);
 }
 
 /// Appends a change of `state` with no bytes.
@@ -502,14 +509,11 @@ fn emit_record(output: Option<&str>, key: Option<&[u8]>, value: &[u8]) {
 }
 
 fn timer_change(op: ChangeOp, domain: TimeDomain, timestamp: i64) {
-    with_batch(|b| {
-        let change = push(b, op, 0, [None; 3]);
-        change.domain = match domain {
-            TimeDomain::EventTime => WitTimeDomain::EventTime,
-            TimeDomain::ProcessingTime => WitTimeDomain::ProcessingTime,
-        };
-        change.timestamp = timestamp;
-    });
+    let domain = match domain {
+        TimeDomain::EventTime => WitTimeDomain::EventTime,
+        TimeDomain::ProcessingTime => WitTimeDomain::ProcessingTime,
+    };
+    with_batch(|b| push_with_time(b, op, 0, [None; 3], (domain, timestamp)));
 }
 
 pub(crate) fn register_timer(domain: TimeDomain, timestamp: i64) {

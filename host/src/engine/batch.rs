@@ -116,22 +116,20 @@ pub(crate) fn pack_timers(timers: &[Timer], batch: &mut TimerBatch) -> Result<()
     Ok(())
 }
 
-/// A batch's result whose changes' lengths add up to its bytes, so that
-/// walking them cannot run out of bytes.
+/// A batch's result whose changes are well formed and whose lengths add up
+/// to its bytes, so that walking them cannot run out of bytes.
 pub struct Changes {
+    changes: Vec<PackedChange>,
     result: BatchResult,
 }
 
-/// The lengths of a result's changes do not match its bytes: a plugin (or
-/// SDK) bug that makes every later change's bytes unknowable.
+/// A result's changes are not valid 32-byte changes, or their lengths do not
+/// match its bytes: a plugin (or SDK) bug that makes every later change
+/// unknowable.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the plugin returned a malformed batch result: its changes' lengths {problem} \
-     ({len} bytes returned)"
-)]
+#[error("the plugin returned a malformed batch result: {problem}")]
 pub struct Malformed {
     problem: String,
-    len: usize,
 }
 
 /// One change of a result, with its byte fields sliced out of the bytes.
@@ -147,27 +145,96 @@ pub struct Change<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// The size of a change in `batch-result.changes` (see `packed-change` in
+/// the WIT for the layout).
+pub const CHANGE_SIZE: usize = 32;
+
+/// `change-op`'s cases by their index, which is how a change carries its op.
+const OPS: [ChangeOp; 10] = [
+    ChangeOp::ValueSet,
+    ChangeOp::ValueClear,
+    ChangeOp::MapPut,
+    ChangeOp::MapRemove,
+    ChangeOp::MapClear,
+    ChangeOp::ListAppend,
+    ChangeOp::ListClear,
+    ChangeOp::TimerRegister,
+    ChangeOp::TimerDelete,
+    ChangeOp::Emit,
+];
+
+const DOMAINS: [TimeDomain; 2] = [TimeDomain::EventTime, TimeDomain::ProcessingTime];
+
+fn decode(record: &[u8; CHANGE_SIZE], index: usize) -> Result<PackedChange, String> {
+    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+    let op = OPS
+        .get(usize::from(record[4]))
+        .ok_or_else(|| format!("change {index} has op {}, not a change-op", record[4]))?;
+    let domain = DOMAINS
+        .get(usize::from(record[5]))
+        .ok_or_else(|| format!("change {index} has domain {}, not a time-domain", record[5]))?;
+    Ok(PackedChange {
+        item: u32_at(0),
+        op: *op,
+        domain: *domain,
+        state: u32_at(8),
+        name_len: u32_at(12) as i32,
+        key_len: u32_at(16) as i32,
+        value_len: u32_at(20) as i32,
+        timestamp: i64::from_le_bytes(record[24..32].try_into().expect("8 bytes")),
+    })
+}
+
+/// `change` as its 32 bytes (what an SDK does; the host only reads them).
+#[cfg(test)]
+pub(crate) fn encode(change: &PackedChange, out: &mut Vec<u8>) {
+    out.extend_from_slice(&change.item.to_le_bytes());
+    out.push(change.op as u8);
+    out.push(change.domain as u8);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&change.state.to_le_bytes());
+    for len in [change.name_len, change.key_len, change.value_len] {
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out.extend_from_slice(&change.timestamp.to_le_bytes());
+}
+
 impl Changes {
-    /// Checks `result`'s lengths against its bytes.
+    /// Decodes `result`'s changes and checks their lengths against its bytes.
     pub(crate) fn new(result: BatchResult) -> Result<Self, Malformed> {
-        let malformed = |problem: String| Malformed {
-            problem,
-            len: result.bytes.len(),
-        };
+        let malformed = |problem: String| Malformed { problem };
+        let records = result.changes.chunks_exact(CHANGE_SIZE);
+        if !records.remainder().is_empty() {
+            return Err(malformed(format!(
+                "its changes are {} bytes, not a multiple of {CHANGE_SIZE}",
+                result.changes.len()
+            )));
+        }
+        let mut changes = Vec::with_capacity(records.len());
         let mut total: u64 = 0;
-        for (index, change) in result.changes.iter().enumerate() {
+        for (index, record) in records.enumerate() {
+            let change =
+                decode(record.try_into().expect("exact chunks"), index).map_err(malformed)?;
             for len in [change.name_len, change.key_len, change.value_len] {
                 match len {
                     -1 => {}
                     0.. => total += len as u64,
-                    _ => return Err(malformed(format!("include {len} (change {index})"))),
+                    _ => {
+                        return Err(malformed(format!(
+                            "its changes' lengths include {len} (change {index})"
+                        )));
+                    }
                 }
             }
+            changes.push(change);
         }
         if total != result.bytes.len() as u64 {
-            return Err(malformed(format!("add up to {total} bytes")));
+            return Err(malformed(format!(
+                "its changes' lengths add up to {total} bytes ({} bytes returned)",
+                result.bytes.len()
+            )));
         }
-        Ok(Changes { result })
+        Ok(Changes { changes, result })
     }
 
     /// The changes, in order.
@@ -180,19 +247,16 @@ impl Changes {
             at += len;
             Some(slice)
         };
-        self.result
-            .changes
-            .iter()
-            .map(move |c: &PackedChange| Change {
-                item: c.item,
-                op: c.op,
-                state: c.state,
-                domain: c.domain,
-                timestamp: c.timestamp,
-                name: take(c.name_len),
-                key: take(c.key_len),
-                value: take(c.value_len),
-            })
+        self.changes.iter().map(move |c: &PackedChange| Change {
+            item: c.item,
+            op: c.op,
+            state: c.state,
+            domain: c.domain,
+            timestamp: c.timestamp,
+            name: take(c.name_len),
+            key: take(c.key_len),
+            value: take(c.value_len),
+        })
     }
 
     /// The items the plugin rejected.
@@ -260,11 +324,46 @@ mod tests {
     }
 
     fn result(bytes: &[u8], changes: Vec<PackedChange>) -> BatchResult {
+        let mut records = Vec::new();
+        changes.iter().for_each(|c| encode(c, &mut records));
         BatchResult {
             bytes: bytes.to_vec(),
-            changes,
+            changes: records,
             failures: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ops_and_domains_are_listed_by_their_case_index() {
+        for (index, op) in OPS.iter().enumerate() {
+            assert_eq!(*op as usize, index);
+        }
+        for (index, domain) in DOMAINS.iter().enumerate() {
+            assert_eq!(*domain as usize, index);
+        }
+    }
+
+    #[test]
+    fn changes_that_are_not_whole_valid_records_are_refused() {
+        let one = result(b"v", vec![packed(ChangeOp::Emit, 0, [-1, -1, 1])]);
+        let mut cases = Vec::new();
+        let mut short = one.clone();
+        short.changes.pop();
+        cases.push((short, "its changes are 31 bytes, not a multiple of 32"));
+        let mut bad_op = one.clone();
+        bad_op.changes[4] = 10;
+        cases.push((bad_op, "change 0 has op 10, not a change-op"));
+        let mut bad_domain = one.clone();
+        bad_domain.changes[5] = 2;
+        cases.push((bad_domain, "change 0 has domain 2, not a time-domain"));
+        for (result, problem) in cases {
+            let message = Changes::new(result).err().unwrap().to_string();
+            assert_eq!(
+                message,
+                format!("the plugin returned a malformed batch result: {problem}")
+            );
+        }
+        assert!(Changes::new(one).is_ok());
     }
 
     #[test]

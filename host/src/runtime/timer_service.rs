@@ -380,10 +380,10 @@ impl DomainTimers {
             }
             Err(at) => at,
         };
-        if !self.tree.is_empty() {
-            if let Some(bucket) = self.tree.get_mut(&ts) {
-                return bucket.insert(key, key_group, spare);
-            }
+        if !self.tree.is_empty()
+            && let Some(bucket) = self.tree.get_mut(&ts)
+        {
+            return bucket.insert(key, key_group, spare);
         }
         let bucket = Bucket::One(KeyBytes::new(key), key_group);
         if at == self.run.len() {

@@ -11,6 +11,7 @@
 //! - `bad-name`: an emit to an output whose name is not UTF-8
 //! - `bad-lengths`: a change whose lengths run past the result's bytes,
 //!   which makes the whole batch's result unreadable
+//! - `bad-op`: a change whose op is not a `change-op`, likewise
 //!
 //! The host must dead-letter or count each of these and go on. It also
 //! declares state version 7 and answers `migrate` with no results at all, so
@@ -31,30 +32,35 @@ mod bindings {
 use bindings::exports::weir::plugin::handler::{Guest, StoredValue};
 use bindings::weir::plugin::state::{self, StateKind};
 use bindings::weir::plugin::types::{
-    BatchResult, ChangeOp, EventBatch, Failure, PackedChange, TimeDomain, TimerBatch,
+    BatchResult, ChangeOp, EventBatch, Failure, TimeDomain, TimerBatch,
 };
 
 struct Rogue;
 
-/// Appends a change with these byte fields (name, key, value) to `result`.
+/// Appends a change with these byte fields (name, key, value) to `result`,
+/// as its 32 bytes (`packed-change` in the WIT).
 fn push(result: &mut BatchResult, item: u32, op: ChangeOp, state: u32, fields: [Option<&[u8]>; 3]) {
-    let [name_len, key_len, value_len] = fields.map(|field| match field {
+    let lens = fields.map(|field| match field {
         Some(bytes) => {
             result.bytes.extend_from_slice(bytes);
             bytes.len() as i32
         }
         None => -1,
     });
-    result.changes.push(PackedChange {
-        item,
-        op,
-        state,
-        domain: TimeDomain::EventTime,
-        timestamp: 0,
-        name_len,
-        key_len,
-        value_len,
-    });
+    let changes = &mut result.changes;
+    changes.extend_from_slice(&item.to_le_bytes());
+    changes.extend_from_slice(&[op as u8, TimeDomain::EventTime as u8, 0, 0]);
+    changes.extend_from_slice(&state.to_le_bytes());
+    for len in lens {
+        changes.extend_from_slice(&len.to_le_bytes());
+    }
+    changes.extend_from_slice(&0i64.to_le_bytes());
+}
+
+/// Where the last change's value length sits in `changes`.
+fn last_value_len(result: &mut BatchResult) -> &mut [u8] {
+    let end = result.changes.len() - 8;
+    &mut result.changes[end - 4..end]
 }
 
 impl Guest for Rogue {
@@ -111,7 +117,13 @@ impl Guest for Rogue {
                 );
             } else if what.contains("bad-lengths") {
                 push(r, item, ChangeOp::Emit, 0, [None, None, Some(value)]);
-                result.changes.last_mut().unwrap().value_len += 1000;
+                let len = last_value_len(r);
+                let wrong = i32::from_le_bytes((&*len).try_into().unwrap()) + 1000;
+                len.copy_from_slice(&wrong.to_le_bytes());
+            } else if what.contains("bad-op") {
+                push(r, item, ChangeOp::Emit, 0, [None, None, Some(value)]);
+                let at = r.changes.len() - 28;
+                r.changes[at] = 200;
             } else {
                 push(r, item, ChangeOp::Emit, 0, [None, None, Some(value)]);
             }
