@@ -350,6 +350,9 @@ struct DomainTimers {
 /// Holes are compacted away once they are this many and half the run.
 const MIN_HOLES_TO_COMPACT: usize = 64;
 
+/// The run keeps at least this much capacity when it shrinks.
+const MIN_RUN_CAPACITY: usize = 4096;
+
 impl DomainTimers {
     /// Where `ts` is in the run, or where it would go.
     fn run_position(&self, ts: i64) -> Result<usize, usize> {
@@ -435,6 +438,11 @@ impl DomainTimers {
         if self.holes >= MIN_HOLES_TO_COMPACT && self.holes * 2 > self.run.len() {
             self.run.retain(|(_, b)| !b.is_empty());
             self.holes = 0;
+        }
+        // A burst's capacity is given back once it has drained.
+        if self.run.capacity() > MIN_RUN_CAPACITY && self.run.len() * 4 < self.run.capacity() {
+            self.run
+                .shrink_to((self.run.len() * 2).max(MIN_RUN_CAPACITY));
         }
     }
 
@@ -970,6 +978,24 @@ mod tests {
         );
         assert!(t.is_empty());
         assert_eq!(t.next_timestamp(ET), None);
+    }
+
+    #[test]
+    fn the_run_gives_back_a_drained_burst_s_capacity() {
+        let mut t = TimerService::new();
+        for ts in 0..100_000 {
+            t.register(ET, 0, b"k", ts);
+        }
+        let burst = t.domains[ET.index()].run.capacity();
+        assert!(burst >= 100_000);
+        assert_eq!(pop(&mut t, ET, 99_000 - 1).len(), 99_000);
+        let run = &t.domains[ET.index()].run;
+        assert!(run.capacity() < burst / 4, "{} of {burst}", run.capacity());
+        let rest: Vec<i64> = pop(&mut t, ET, i64::MAX)
+            .into_iter()
+            .map(|(_, ts)| ts)
+            .collect();
+        assert_eq!(rest, (99_000..100_000).collect::<Vec<_>>());
     }
 
     #[test]

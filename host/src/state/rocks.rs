@@ -251,7 +251,8 @@ impl RocksDbBackend {
             value: value.map(CacheValue::from_slice),
             dirty: true,
         };
-        self.cache.insert(CacheKey::from_slice(&self.key_buf), cached);
+        self.cache
+            .insert(CacheKey::from_slice(&self.key_buf), cached);
         Ok(())
     }
 
@@ -265,7 +266,8 @@ impl RocksDbBackend {
             value: value.map(CacheValue::from_slice),
             dirty: false,
         };
-        self.cache.insert(CacheKey::from_slice(&self.key_buf), cached);
+        self.cache
+            .insert(CacheKey::from_slice(&self.key_buf), cached);
         Ok(())
     }
 
