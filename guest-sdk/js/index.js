@@ -175,11 +175,16 @@ class Batch {
       this.changes = grown;
       this.view = new DataView(grown.buffer);
     }
+    const opCode = OP_CODES[op];
+    const domainCode = DOMAIN_CODES[domain];
+    if (opCode === undefined || domainCode === undefined) {
+      throw new Error(`weir-sdk: no change ${op} in domain ${domain}`);
+    }
     const at = this.changesLen;
     const view = this.view;
     view.setUint32(at, this.item, true);
-    view.setUint8(at + 4, OP_CODES[op]);
-    view.setUint8(at + 5, DOMAIN_CODES[domain]);
+    view.setUint8(at + 4, opCode);
+    view.setUint8(at + 5, domainCode);
     view.setUint16(at + 6, 0, true);
     view.setUint32(at + 8, state, true);
     view.setInt32(at + 12, this.field(name), true);

@@ -21,6 +21,8 @@ fn input() -> String {
         r#"{"k":"b","id":"gone","ts":1004,"after_ms_cancelled":3600000}"#,
         // Still pending when the input ends: discarded and counted.
         r#"{"k":"b","id":"later","ts":1005,"after_ms":3600000}"#,
+        // A fractional time is truncated to whole ms, in both SDKs.
+        r#"{"k":"e","id":"frac","ts":1005,"timer":7000.9}"#,
     ] {
         input.push_str(line);
         input.push('\n');
@@ -75,7 +77,11 @@ path = "echo.jsonl"
         .filter(|t| t["processing_time"] == false)
         .map(|t| (t["timer"].as_i64().unwrap(), t["key"].as_str().unwrap()))
         .collect();
-    assert_eq!(event_timers, [(5000, "a")], "6000 was deleted: {timers:?}");
+    assert_eq!(
+        event_timers,
+        [(5000, "a"), (7000, "e")],
+        "6000 was deleted: {timers:?}"
+    );
     let processing: Vec<&&Value> = timers
         .iter()
         .filter(|t| t["processing_time"] == true)
@@ -102,7 +108,7 @@ path = "echo.jsonl"
         summary["counters"]["processing-time-timers"], 1,
         "{summary}"
     );
-    assert_eq!(summary["counters"]["event-time-timers"], 1, "{summary}");
+    assert_eq!(summary["counters"]["event-time-timers"], 2, "{summary}");
     assert_eq!(summary["discarded_processing_timers"], 1, "{summary}");
     assert_eq!(summary["pending_event_timers"], 0, "{summary}");
 }

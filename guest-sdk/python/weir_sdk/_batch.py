@@ -5,6 +5,7 @@ after the call returns). Reads that the overlay cannot answer cross into the
 host, by (state, item). Mirrors guest-sdk/src/sys/wasm.rs.
 """
 
+import math
 import struct
 
 from wit_world.imports import state as host_state
@@ -27,6 +28,19 @@ _DOMAIN_CODES = {TimeDomain.EVENT_TIME: 0, TimeDomain.PROCESSING_TIME: 1}
 
 # A value cleared earlier in the batch (distinct from "not written").
 CLEARED = object()
+
+
+def _time(timestamp):
+    """A timer's time in ms as an int (a float is truncated, as the
+    JavaScript SDK does), or an error that says what is wrong with it."""
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+        raise TypeError(f"a timestamp is a number of ms, got {timestamp!r}")
+    if isinstance(timestamp, float) and not math.isfinite(timestamp):
+        raise ValueError(f"a timestamp is a number of ms, got {timestamp!r}")
+    timestamp = int(timestamp)
+    if not -(1 << 63) <= timestamp < (1 << 63):
+        raise ValueError(f"a timestamp must fit in 64 bits, got {timestamp}")
+    return timestamp
 
 
 class Batch:
@@ -160,10 +174,10 @@ class Batch:
     # Timers and outputs.
 
     def register_timer(self, domain, timestamp):
-        self.push(ChangeOp.TIMER_REGISTER, 0, domain=domain, timestamp=timestamp)
+        self.push(ChangeOp.TIMER_REGISTER, 0, domain=domain, timestamp=_time(timestamp))
 
     def delete_timer(self, domain, timestamp):
-        self.push(ChangeOp.TIMER_DELETE, 0, domain=domain, timestamp=timestamp)
+        self.push(ChangeOp.TIMER_DELETE, 0, domain=domain, timestamp=_time(timestamp))
 
     def emit(self, output, key, value):
         name = None if output is None else output.encode()

@@ -173,6 +173,13 @@ fn decode(record: &[u8; CHANGE_SIZE], index: usize) -> Result<PackedChange, Stri
     let domain = DOMAINS
         .get(usize::from(record[5]))
         .ok_or_else(|| format!("change {index} has domain {}, not a time-domain", record[5]))?;
+    // Reserved: a later contract may give them a meaning.
+    if record[6..8] != [0, 0] {
+        return Err(format!(
+            "change {index} has bytes 6-7 {:?}, not zero",
+            &record[6..8]
+        ));
+    }
     Ok(PackedChange {
         item: u32_at(0),
         op: *op,
@@ -338,6 +345,20 @@ mod tests {
         for (index, op) in OPS.iter().enumerate() {
             assert_eq!(*op as usize, index);
         }
+        // Stops compiling when `change-op` gains a case, which OPS must list.
+        let listed = |op: ChangeOp| match op {
+            ChangeOp::ValueSet
+            | ChangeOp::ValueClear
+            | ChangeOp::MapPut
+            | ChangeOp::MapRemove
+            | ChangeOp::MapClear
+            | ChangeOp::ListAppend
+            | ChangeOp::ListClear
+            | ChangeOp::TimerRegister
+            | ChangeOp::TimerDelete
+            | ChangeOp::Emit => OPS.contains(&op),
+        };
+        assert!(OPS.iter().all(|&op| listed(op)));
         for (index, domain) in DOMAINS.iter().enumerate() {
             assert_eq!(*domain as usize, index);
         }
@@ -356,6 +377,9 @@ mod tests {
         let mut bad_domain = one.clone();
         bad_domain.changes[5] = 2;
         cases.push((bad_domain, "change 0 has domain 2, not a time-domain"));
+        let mut reserved = one.clone();
+        reserved.changes[7] = 1;
+        cases.push((reserved, "change 0 has bytes 6-7 [0, 1], not zero"));
         for (result, problem) in cases {
             let message = Changes::new(result).err().unwrap().to_string();
             assert_eq!(
