@@ -240,34 +240,18 @@ impl RocksDbBackend {
             .map_err(|e| self.err("read", &e))
     }
 
-    /// Sets the value of the key in `key_buf` in the cache (`None` clears it).
-    fn cache_write(&mut self, value: Option<&[u8]>) -> Result<(), StateError> {
+    /// Caches `value` (`None`: absent) for the key in `key_buf`: `dirty`
+    /// for a write or clear, to be written back; clean for a value just
+    /// read. A full cache is written back and emptied first.
+    fn cache_put(&mut self, value: Option<&[u8]>, dirty: bool) -> Result<(), StateError> {
         if self.cache.len() >= self.cache_entries
             && !self.cache.contains_key(self.key_buf.as_slice())
         {
             self.empty_cache()?;
         }
-        let cached = Cached {
-            value: value.map(CacheValue::from_slice),
-            dirty: true,
-        };
-        self.cache
-            .insert(CacheKey::from_slice(&self.key_buf), cached);
-        Ok(())
-    }
-
-    /// Caches `value`, just read, under the key in `key_buf`, which is not
-    /// cached yet. A full cache is written back and emptied first.
-    fn cache_read(&mut self, value: Option<&[u8]>) -> Result<(), StateError> {
-        if self.cache.len() >= self.cache_entries {
-            self.empty_cache()?;
-        }
-        let cached = Cached {
-            value: value.map(CacheValue::from_slice),
-            dirty: false,
-        };
-        self.cache
-            .insert(CacheKey::from_slice(&self.key_buf), cached);
+        let value = value.map(CacheValue::from_slice);
+        let key = CacheKey::from_slice(&self.key_buf);
+        self.cache.insert(key, Cached { value, dirty });
         Ok(())
     }
 
@@ -468,7 +452,7 @@ impl KeyedStateBackend for RocksDbBackend {
             return Ok(cached.value.as_deref().map(<[u8]>::to_vec));
         }
         let value = self.get(&self.key_buf)?;
-        self.cache_read(value.as_deref())?;
+        self.cache_put(value.as_deref(), false)?;
         Ok(value)
     }
 
@@ -499,12 +483,12 @@ impl KeyedStateBackend for RocksDbBackend {
         value: &[u8],
     ) -> Result<(), StateError> {
         encode_key(&mut self.key_buf, kg, state, Kind::Value, key)?;
-        self.cache_write(Some(value))
+        self.cache_put(Some(value), true)
     }
 
     fn value_clear(&mut self, kg: u16, state: StateId, key: &[u8]) -> Result<(), StateError> {
         encode_key(&mut self.key_buf, kg, state, Kind::Value, key)?;
-        self.cache_write(None)
+        self.cache_put(None, true)
     }
 
     fn map_get(
