@@ -68,6 +68,7 @@ mod context;
 mod error;
 mod event;
 mod export;
+mod json;
 mod level;
 mod processor;
 mod state;
