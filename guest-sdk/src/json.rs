@@ -5,7 +5,7 @@
 //! string scanning works a 32-bit word at a time there, and every object key
 //! goes through its general string path). The decoder here accepts a subset
 //! of what serde_json accepts: strings without escapes, numbers it can read
-//! exactly, no enums, byte buffers or 128-bit integers, and at most
+//! exactly, no enums, byte buffers, `f32` or 128-bit integers, and at most
 //! [`MAX_DEPTH`] levels of nesting. For what it accepts it makes exactly the
 //! visitor calls serde_json makes (`visit_borrowed_str` for a string,
 //! `visit_u64` / `visit_i64` / `visit_f64` as serde_json classifies a
@@ -323,6 +323,11 @@ impl<'de> Decoder<'de> {
                 return Err(Bail);
             }
             self.at += 1;
+            // A trailing comma, refused before anything reads on (as
+            // serde_json does, even for a reader that would read nothing).
+            if self.peek()? == close {
+                return Err(Bail);
+            }
         }
         Ok(true)
     }
@@ -401,10 +406,6 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     }
 
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         self.deserialize_i64(visitor)
     }
 
@@ -511,14 +512,20 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor.visit_unit()
     }
 
-    // serde_json's own ways with these (128-bit integers read whole, byte
-    // buffers, enum variants) are left to it.
+    // serde_json's own ways with these (128-bit integers read whole, `f32`,
+    // byte buffers, enum variants) are left to it.
 
     fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
         Err(Bail)
     }
 
     fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+        Err(Bail)
+    }
+
+    /// With its `float_roundtrip` feature serde_json reads an `f32` in single
+    /// precision, not as an `f64` narrowed.
+    fn deserialize_f32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
         Err(Bail)
     }
 
