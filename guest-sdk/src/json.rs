@@ -342,6 +342,28 @@ impl<'de> Decoder<'de> {
     }
 }
 
+/// Deserializer methods that do what `$target` does.
+macro_rules! forward {
+    ($target:ident: $($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+                self.$target(visitor)
+            }
+        )*
+    };
+}
+
+/// Deserializer methods left to serde_json.
+macro_rules! bail {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+                Err(Bail)
+            }
+        )*
+    };
+}
+
 impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     type Error = Bail;
 
@@ -381,37 +403,8 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_i64(visitor)
-    }
+    forward! { deserialize_i64: deserialize_i8 deserialize_i16 deserialize_i32 deserialize_u8
+    deserialize_u16 deserialize_u32 deserialize_u64 deserialize_f64 }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek()? {
@@ -420,17 +413,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         }
     }
 
-    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_str(visitor)
-    }
+    forward! { deserialize_str: deserialize_char deserialize_string deserialize_identifier }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         if self.peek()? == b'n' {
@@ -515,27 +498,9 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     // serde_json's own ways with these (128-bit integers read whole, `f32`,
     // byte buffers, enum variants) are left to it.
 
-    fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    /// With its `float_roundtrip` feature serde_json reads an `f32` in single
-    /// precision, not as an `f64` narrowed.
-    fn deserialize_f32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
+    // (With its `float_roundtrip` feature serde_json reads an `f32` in
+    // single precision, not as an `f64` narrowed.)
+    bail! { deserialize_i128 deserialize_u128 deserialize_f32 deserialize_bytes deserialize_byte_buf }
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
@@ -607,69 +572,10 @@ impl<'de> de::Deserializer<'de> for Key<'de> {
         identifier ignored_any
     }
 
-    fn deserialize_bool<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u8<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Bail)
-    }
+    bail! { deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+    deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+    deserialize_u128 deserialize_f32 deserialize_f64 deserialize_bytes deserialize_byte_buf
+    deserialize_option }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
