@@ -120,7 +120,9 @@ pub(crate) fn pack_timers(timers: &[Timer], batch: &mut TimerBatch) -> Result<()
 /// to its bytes, so that walking them cannot run out of bytes.
 pub struct Changes {
     changes: Vec<PackedChange>,
-    result: BatchResult,
+    /// The changes' byte fields, back to back.
+    bytes: Vec<u8>,
+    failures: Vec<Failure>,
 }
 
 /// A result's changes are not valid 32-byte changes, or their lengths do not
@@ -241,12 +243,19 @@ impl Changes {
                 result.bytes.len()
             )));
         }
-        Ok(Changes { changes, result })
+        let BatchResult {
+            bytes, failures, ..
+        } = result;
+        Ok(Changes {
+            changes,
+            bytes,
+            failures,
+        })
     }
 
     /// The changes, in order.
     pub fn iter(&self) -> impl Iterator<Item = Change<'_>> {
-        let bytes = &self.result.bytes[..];
+        let bytes = &self.bytes[..];
         let mut at = 0;
         let mut take = move |len: i32| {
             let len = usize::try_from(len).ok()?;
@@ -268,7 +277,7 @@ impl Changes {
 
     /// The items the plugin rejected.
     pub fn failures(&self) -> &[Failure] {
-        &self.result.failures
+        &self.failures
     }
 }
 
