@@ -2,6 +2,7 @@
 //! the control plane calls the same `PipelineControl::swap`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -47,13 +48,16 @@ path = {path:?}
     .unwrap()
 }
 
-/// Swaps `configs` in turn into a running pipeline, `gap` apart; returns
-/// the swap results and the run's output lines.
+/// Swaps `configs` in turn into a running pipeline of `events` events,
+/// spread over the run: the `i`-th once the source has read `i + 1` parts
+/// of `configs.len() + 2` (by progress, not time, so that a fast machine
+/// cannot finish the run before the swaps). Returns the swap results and
+/// the run's output lines.
 fn run_with_swaps(
     spec: &PipelineSpec,
     wasm: &str,
+    events: u64,
     configs: &[Value],
-    gap: Duration,
 ) -> (Vec<Result<Duration, SwapError>>, Vec<Value>) {
     let engine = engine();
     let component = std::fs::read(wasm).unwrap();
@@ -66,10 +70,15 @@ fn run_with_swaps(
     )
     .unwrap();
     let control = pipeline.control();
+    let live = control.live().clone();
     let runner = std::thread::spawn(move || pipeline.run(|_, _| {}).unwrap());
+    let parts = configs.len() as u64 + 2;
     let mut results = Vec::new();
-    for config in configs {
-        std::thread::sleep(gap);
+    for (i, config) in (1..).zip(configs) {
+        let milestone = events * i / parts;
+        while live.progress.done.load(Ordering::Relaxed) < milestone && !runner.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         results.push(
             control
                 .swap(&engine, &component, config)
@@ -107,8 +116,7 @@ fn state_and_timers_carry_across_swaps() {
             }
         })
         .collect();
-    let (results, alerts) =
-        run_with_swaps(&spec, FRAUD_DETECTOR, &configs, Duration::from_millis(150));
+    let (results, alerts) = run_with_swaps(&spec, FRAUD_DETECTOR, 1_000_000, &configs);
     let done = results.iter().filter(|r| r.is_ok()).count();
     assert!(
         done >= 3,
@@ -132,7 +140,7 @@ fn every_event_is_handled_by_exactly_one_version() {
         "main",
     );
     let configs: Vec<Value> = (1..=5).map(|i| json!({"tag": format!("v{i}")})).collect();
-    let (results, lines) = run_with_swaps(&spec, PASSTHROUGH, &configs, Duration::from_millis(60));
+    let (results, lines) = run_with_swaps(&spec, PASSTHROUGH, 3_000_000, &configs);
     let swapped = results.iter().filter(|r| r.is_ok()).count();
     assert!(
         swapped >= 2,
@@ -176,12 +184,8 @@ fn a_swap_whose_open_fails_leaves_the_old_version_running() {
         "{ threshold = 5 }",
         "alerts",
     );
-    let (results, alerts) = run_with_swaps(
-        &spec,
-        FRAUD_DETECTOR,
-        &[json!({"threshold": 0})],
-        Duration::from_millis(100),
-    );
+    let (results, alerts) =
+        run_with_swaps(&spec, FRAUD_DETECTOR, 1_000_000, &[json!({"threshold": 0})]);
     match &results[0] {
         Err(SwapError::Refused(reason)) => assert!(reason.contains("threshold"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),

@@ -10,17 +10,6 @@ use super::bindings::{
     PackedTimer, TimeDomain, TimerBatch,
 };
 
-/// One input record, as sources produce it and plugins receive it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Event {
-    /// The key the pipeline keyed this event by (`key_by`).
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    /// Event time, in milliseconds since the Unix epoch, when assigned.
-    pub timestamp: Option<i64>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
 /// A timer that fired for `key`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timer {
@@ -33,14 +22,6 @@ pub struct Timer {
 #[derive(Debug, thiserror::Error)]
 #[error("an event key or value of {0} bytes is too large to hand to a plugin")]
 pub struct TooLarge(pub usize);
-
-pub(crate) fn empty_event_batch() -> EventBatch {
-    EventBatch {
-        bytes: Vec::new(),
-        events: Vec::new(),
-        headers: Vec::new(),
-    }
-}
 
 pub(crate) fn empty_timer_batch() -> TimerBatch {
     TimerBatch {
@@ -68,35 +49,158 @@ impl<'a> FirstOfKey<'a> {
     }
 }
 
-/// Packs `events` into `batch`, reusing its buffers.
-pub(crate) fn pack_events(events: &[Event], batch: &mut EventBatch) -> Result<(), TooLarge> {
-    batch.bytes.clear();
-    batch.events.clear();
-    batch.headers.clear();
-    let mut first = FirstOfKey::new(events.len());
-    for (index, event) in (0u32..).zip(events) {
-        let key_len = match &event.key {
-            Some(key) => {
-                batch.bytes.extend_from_slice(key);
-                i32::try_from(key.len()).map_err(|_| TooLarge(key.len()))?
-            }
-            None => -1,
-        };
-        batch.bytes.extend_from_slice(&event.value);
-        batch.events.push(PackedEvent {
-            key_len,
-            value_len: u32::try_from(event.value.len()).map_err(|_| TooLarge(event.value.len()))?,
-            timestamp: event.timestamp,
-            first_of_key: first.of(index, event.key.as_deref().unwrap_or_default()),
-        });
-        if !event.headers.is_empty() {
-            batch.headers.push(EventHeaders {
-                event: index,
-                headers: event.headers.clone(),
-            });
+/// Events being packed into an [`EventBlock`], one at a time.
+pub struct EventBlockBuilder {
+    batch: EventBatch,
+}
+
+impl EventBlockBuilder {
+    pub fn with_capacity(events: usize) -> Self {
+        EventBlockBuilder {
+            batch: EventBatch {
+                bytes: Vec::new(),
+                events: Vec::with_capacity(events),
+                headers: Vec::new(),
+            },
         }
     }
-    Ok(())
+
+    /// Appends one event; an event whose key or value the contract's
+    /// 32-bit lengths cannot carry is refused (and not appended).
+    pub fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: Option<i64>,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), TooLarge> {
+        let key_len = match key {
+            Some(key) => i32::try_from(key.len()).map_err(|_| TooLarge(key.len()))?,
+            None => -1,
+        };
+        let value_len = u32::try_from(value.len()).map_err(|_| TooLarge(value.len()))?;
+        let index = self.len() as u32;
+        self.batch.bytes.extend_from_slice(key.unwrap_or_default());
+        self.batch.bytes.extend_from_slice(value);
+        self.batch.events.push(PackedEvent {
+            key_len,
+            value_len,
+            timestamp,
+            // Filled in by `build`, once every key is in.
+            first_of_key: index,
+        });
+        if !headers.is_empty() {
+            self.batch.headers.push(EventHeaders {
+                event: index,
+                headers,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.events.is_empty()
+    }
+
+    /// The block, with each event's `first-of-key` filled in.
+    pub fn build(mut self) -> EventBlock {
+        let EventBatch { bytes, events, .. } = &mut self.batch;
+        let mut first = FirstOfKey::new(events.len());
+        let mut at = 0;
+        for (index, event) in (0u32..).zip(events.iter_mut()) {
+            let key_len = usize::try_from(event.key_len).unwrap_or(0);
+            event.first_of_key = first.of(index, &bytes[at..at + key_len]);
+            at += key_len + event.value_len as usize;
+        }
+        EventBlock { batch: self.batch }
+    }
+}
+
+/// A batch of events packed as a plugin receives them (`event-batch`). The
+/// source task packs each subtask's events once, on its own thread, and the
+/// plugin call takes the block as it is: the subtask, which bounds
+/// throughput, neither copies events nor frees what another thread allocated.
+pub struct EventBlock {
+    batch: EventBatch,
+}
+
+/// One event of an [`EventBlock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The key the pipeline keyed this event by (`key_by`).
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    /// Event time, in milliseconds since the Unix epoch, when assigned.
+    pub timestamp: Option<i64>,
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+impl EventBlock {
+    pub fn len(&self) -> usize {
+        self.batch.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.events.is_empty()
+    }
+
+    /// The events, in order.
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> {
+        let EventBatch {
+            bytes,
+            events,
+            headers,
+        } = &self.batch;
+        let mut at = 0;
+        let mut headers = headers.iter().peekable();
+        (0u32..).zip(events).map(move |(index, event)| {
+            let key = usize::try_from(event.key_len).ok().map(|len| {
+                at += len;
+                &bytes[at - len..at]
+            });
+            let value_len = event.value_len as usize;
+            at += value_len;
+            EventRef {
+                key,
+                value: &bytes[at - value_len..at],
+                timestamp: event.timestamp,
+                headers: match headers.next_if(|h| h.event == index) {
+                    Some(h) => &h.headers,
+                    None => &[],
+                },
+            }
+        })
+    }
+
+    pub fn get(&self, index: usize) -> Option<EventRef<'_>> {
+        self.iter().nth(index)
+    }
+
+    /// A new block of the events whose index `keep` accepts.
+    pub fn select(&self, mut keep: impl FnMut(usize) -> bool) -> EventBlock {
+        let mut block = EventBlockBuilder::with_capacity(self.len());
+        for (index, event) in self.iter().enumerate() {
+            if keep(index) {
+                block
+                    .push(
+                        event.key,
+                        event.value,
+                        event.timestamp,
+                        event.headers.to_vec(),
+                    )
+                    .expect("lengths that fitted the block fit a smaller one");
+            }
+        }
+        block.build()
+    }
+
+    pub(crate) fn as_batch(&self) -> &EventBatch {
+        &self.batch
+    }
 }
 
 /// Packs `timers` into `batch`, reusing its buffers.
@@ -285,45 +389,69 @@ impl Changes {
 mod tests {
     use super::*;
 
+    fn block() -> EventBlock {
+        let mut block = EventBlockBuilder::with_capacity(1);
+        let header = vec![("h".to_owned(), b"x".to_vec())];
+        block
+            .push(Some(b"k1"), b"v-one", Some(5), Vec::new())
+            .unwrap();
+        block.push(None, b"v2", None, header).unwrap();
+        block.push(Some(b""), b"", Some(-1), Vec::new()).unwrap();
+        block.push(Some(b"k1"), b"v4", Some(7), Vec::new()).unwrap();
+        block.build()
+    }
+
     #[test]
     fn events_pack_keys_then_values_and_only_the_headers_present() {
-        let events = [
-            Event {
-                key: Some(b"k1".to_vec()),
-                value: b"v-one".to_vec(),
-                timestamp: Some(5),
-                headers: Vec::new(),
-            },
-            Event {
-                key: None,
-                value: b"v2".to_vec(),
-                timestamp: None,
-                headers: vec![("h".into(), b"x".to_vec())],
-            },
-            Event {
-                key: Some(Vec::new()),
-                value: Vec::new(),
-                timestamp: Some(-1),
-                headers: Vec::new(),
-            },
-        ];
-        let mut batch = empty_event_batch();
-        // Leftovers of a previous batch must not leak into the next.
-        pack_events(&events, &mut batch).unwrap();
-        pack_events(&events, &mut batch).unwrap();
-        assert_eq!(batch.bytes, b"k1v-onev2");
+        let block = block();
+        let batch = block.as_batch();
+        assert_eq!(batch.bytes, b"k1v-onev2k1v4");
         let lens: Vec<_> = batch
             .events
             .iter()
             .map(|e| (e.key_len, e.value_len, e.timestamp))
             .collect();
-        assert_eq!(lens, [(2, 5, Some(5)), (-1, 2, None), (0, 0, Some(-1))]);
+        assert_eq!(
+            lens,
+            [
+                (2, 5, Some(5)),
+                (-1, 2, None),
+                (0, 0, Some(-1)),
+                (2, 2, Some(7))
+            ]
+        );
         // No key and the empty key are the same state.
         let firsts: Vec<_> = batch.events.iter().map(|e| e.first_of_key).collect();
-        assert_eq!(firsts, [0, 1, 1]);
+        assert_eq!(firsts, [0, 1, 1, 0]);
         assert_eq!(batch.headers.len(), 1);
         assert_eq!(batch.headers[0].event, 1);
         assert_eq!(batch.headers[0].headers, [("h".to_owned(), b"x".to_vec())]);
+    }
+
+    #[test]
+    fn a_block_reads_back_its_events_and_selects_some_into_a_new_one() {
+        let block = block();
+        let second = block.get(1).unwrap();
+        assert_eq!(second.key, None);
+        assert_eq!(second.value, b"v2");
+        assert_eq!(second.headers, [("h".to_owned(), b"x".to_vec())]);
+        assert_eq!(block.get(2).unwrap().key, Some(&b""[..]));
+        assert_eq!(block.get(3).unwrap().value, b"v4");
+        assert_eq!(block.get(4), None);
+        // The first-of-key indices are the new block's own.
+        let picked = block.select(|i| i != 0);
+        assert_eq!(picked.len(), 3);
+        let firsts: Vec<_> = picked
+            .as_batch()
+            .events
+            .iter()
+            .map(|e| e.first_of_key)
+            .collect();
+        assert_eq!(firsts, [0, 0, 2]);
+        let values: Vec<_> = picked.iter().map(|e| e.value).collect();
+        assert_eq!(values, [&b"v2"[..], b"", b"v4"]);
+        assert_eq!(picked.get(0).unwrap().headers.len(), 1);
+        assert!(block.select(|_| false).is_empty());
     }
 
     fn packed(op: ChangeOp, item: u32, [name_len, key_len, value_len]: [i32; 3]) -> PackedChange {

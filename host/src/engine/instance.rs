@@ -6,10 +6,8 @@
 
 use wasmtime::Store;
 
-use super::batch::{
-    Changes, Event, Timer, empty_event_batch, empty_timer_batch, pack_events, pack_timers,
-};
-use super::bindings::{BatchResult, EventBatch, Processor, StoredValue, TimerBatch};
+use super::batch::{Changes, EventBlock, Timer, empty_timer_batch, pack_timers};
+use super::bindings::{BatchResult, Processor, StoredValue, TimerBatch};
 use super::limits::SandboxError;
 use super::wasi::Sandbox;
 use super::{EngineError, Plugin, PluginHost, StoreData};
@@ -50,8 +48,7 @@ pub struct PluginInstance<H: 'static> {
     store: Store<StoreData<H>>,
     bindings: Processor,
     poisoned: bool,
-    /// The packed batch of the last call, kept for its buffers.
-    events: EventBatch,
+    /// The packed timers of the last call, kept for their buffers.
     timers: TimerBatch,
 }
 
@@ -86,7 +83,6 @@ impl<H: PluginHost> PluginInstance<H> {
                 store,
                 bindings,
                 poisoned: false,
-                events: empty_event_batch(),
                 timers: empty_timer_batch(),
             }),
             Err(e) => {
@@ -107,13 +103,12 @@ impl<H: PluginHost> PluginInstance<H> {
     }
 
     /// Calls `process` on a batch; returns what the batch changed.
-    pub fn process(&mut self, events: &[Event]) -> Result<Changes, CallError> {
+    pub fn process(&mut self, events: &EventBlock) -> Result<Changes, CallError> {
         self.before_call()?;
-        pack_events(events, &mut self.events).map_err(too_large)?;
         let result = self
             .bindings
             .weir_plugin_handler()
-            .call_process(&mut self.store, &self.events);
+            .call_process(&mut self.store, events.as_batch());
         self.after_call(result).and_then(checked)
     }
 

@@ -22,7 +22,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact_cache::ArtifactCache;
 pub use batch::{Change, Changes};
-pub use batch::{Event, Timer};
+pub use batch::{EventBlock, EventBlockBuilder, EventRef, Timer, TooLarge};
 pub use bindings::{ChangeOp, Failure, StoredValue, TimeDomain, WitStateKind};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;

@@ -7,6 +7,7 @@
 //! function of the input alone. A record whose key or timestamp cannot be
 //! read goes to `dead-letter` with the reason; it is never dropped.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -25,7 +26,7 @@ use super::watermarks::WatermarkTracker;
 use super::{PipelineError, now_ms};
 use crate::checkpoint::{CheckpointStore, SourceCheckpoint};
 use crate::connectors::{Origin, OutputRecord, Source, SourcePosition, SourceRecord};
-use crate::engine::{Event, Plugin};
+use crate::engine::{EventBlockBuilder, Plugin};
 use crate::spec::{DEAD_LETTER_OUTPUT, KeySource, TimestampSource};
 
 /// Source records per batch (and per watermark update).
@@ -123,7 +124,7 @@ enum Last {
 
 /// One subtask's part of a batch.
 struct Routed {
-    events: Vec<Event>,
+    events: EventBlockBuilder,
     key_groups: Vec<u16>,
     origins: Vec<Origin>,
 }
@@ -131,7 +132,7 @@ struct Routed {
 impl Routed {
     fn with_capacity(n: usize) -> Self {
         Self {
-            events: Vec::with_capacity(n),
+            events: EventBlockBuilder::with_capacity(n),
             key_groups: Vec::with_capacity(n),
             origins: Vec::with_capacity(n),
         }
@@ -235,26 +236,31 @@ impl SourceTask {
             self.metrics
                 .events_in
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            for record in records.drain(..) {
-                match self.route(&record, now) {
-                    Ok((key, timestamp)) => {
+            for mut record in records.drain(..) {
+                let headers = std::mem::take(&mut record.headers);
+                let routed = self.route(&record, now).and_then(|(key, timestamp)| {
+                    let kg = key_group(&key);
+                    let routed = &mut batches[subtask_of(kg, parallelism as u32)];
+                    routed
+                        .events
+                        .push(Some(&key), &record.value, timestamp, headers)
+                        .map_err(|e| Unroutable {
+                            error: "too-large",
+                            reason: e.to_string(),
+                        })?;
+                    routed.key_groups.push(kg);
+                    routed.origins.push(Origin::Record {
+                        split: record.split as u32,
+                        offset: record.offset,
+                        index: 0,
+                    });
+                    Ok(timestamp)
+                });
+                match routed {
+                    Ok(timestamp) => {
                         if let Some(ts) = timestamp {
                             self.watermarks.observe(record.split, ts, now);
                         }
-                        let kg = key_group(&key);
-                        let routed = &mut batches[subtask_of(kg, parallelism as u32)];
-                        routed.origins.push(Origin::Record {
-                            split: record.split as u32,
-                            offset: record.offset,
-                            index: 0,
-                        });
-                        routed.events.push(Event {
-                            key: Some(key),
-                            value: record.value,
-                            timestamp,
-                            headers: record.headers,
-                        });
-                        routed.key_groups.push(kg);
                     }
                     Err(why) => {
                         let split = split_names.get(record.split).map_or("?", String::as_str);
@@ -301,7 +307,7 @@ impl SourceTask {
                     continue;
                 }
                 let message = SubtaskInput::Batch {
-                    events: routed.events,
+                    events: routed.events.build(),
                     key_groups: routed.key_groups,
                     origins: routed.origins,
                     watermark: next_watermark,
@@ -435,7 +441,11 @@ impl SourceTask {
     }
 
     /// The key and event time of a record.
-    fn route(&self, record: &SourceRecord, now: i64) -> Result<(Vec<u8>, Option<i64>), Unroutable> {
+    fn route<'r>(
+        &self,
+        record: &'r SourceRecord,
+        now: i64,
+    ) -> Result<(Cow<'r, [u8]>, Option<i64>), Unroutable> {
         let timestamp = match &self.timestamps {
             None => None,
             Some(TimestampSource::Processing) => Some(now),
@@ -446,10 +456,16 @@ impl SourceTask {
             Some(TimestampSource::Field(pointer)) => Some(read_timestamp(pointer, &record.value)?),
         };
         let key = match &self.keys {
-            KeySource::RecordKey => record.key.clone().ok_or_else(|| Unroutable {
-                error: "key",
-                reason: "key_by.field = \"record-key\" but the record has no key".into(),
-            })?,
+            KeySource::RecordKey => {
+                record
+                    .key
+                    .as_deref()
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| Unroutable {
+                        error: "key",
+                        reason: "key_by.field = \"record-key\" but the record has no key".into(),
+                    })?
+            }
             KeySource::Field(pointer) => read_key(pointer, &record.value)?,
         };
         Ok((key, timestamp))
@@ -477,13 +493,13 @@ fn read_timestamp(pointer: &JsonPointer, value: &[u8]) -> Result<i64, Unroutable
     }
 }
 
-fn read_key(pointer: &JsonPointer, value: &[u8]) -> Result<Vec<u8>, Unroutable> {
+fn read_key<'v>(pointer: &JsonPointer, value: &'v [u8]) -> Result<Cow<'v, [u8]>, Unroutable> {
     let unroutable = |reason: String| Unroutable {
         error: "key",
         reason,
     };
     match pointer.lookup(value) {
-        Ok(Some(raw)) => Ok(json_field::key_bytes(raw).into_owned()),
+        Ok(Some(raw)) => Ok(json_field::key_bytes(raw)),
         Ok(None) => Err(unroutable(format!(
             "key_by.field {pointer}: missing in the event"
         ))),

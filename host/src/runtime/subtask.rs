@@ -24,7 +24,7 @@ use super::timer_service::{FiredTimer, TimeDomain};
 use super::{PipelineError, now_ms};
 use crate::checkpoint::{self, PluginIdentity};
 use crate::connectors::{Origin, OutputRecord, stable_key_hash};
-use crate::engine::{CallError, Event, Plugin, PluginInstance, Timer, bindings};
+use crate::engine::{CallError, EventBlock, Plugin, PluginInstance, Timer, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, OnError};
 use crate::state::{MapEntries, StateEntry, StateError};
 
@@ -33,7 +33,7 @@ pub(crate) enum SubtaskInput {
     /// Events of this subtask's key groups (with each key group), then the
     /// watermark that holds after them.
     Batch {
-        events: Vec<Event>,
+        events: EventBlock,
         key_groups: Vec<u16>,
         /// Where each event came from (what its outputs are labelled with).
         origins: Vec<Origin>,
@@ -154,13 +154,6 @@ pub(crate) struct Subtask {
     watermark: i64,
     /// The format the state is in (the running plugin's `state-version`).
     state_version: u32,
-}
-
-/// Which export a batch goes to.
-#[derive(Clone, Copy)]
-enum Call {
-    Process,
-    OnTimer,
 }
 
 impl Subtask {
@@ -540,45 +533,65 @@ impl Subtask {
 
     fn handle_events(
         &mut self,
-        mut events: Vec<Event>,
-        mut key_groups: Vec<u16>,
-        mut origins: Vec<Origin>,
+        events: EventBlock,
+        key_groups: Vec<u16>,
+        origins: Vec<Origin>,
     ) -> Result<(), PipelineError> {
-        // Events at or behind the watermark are late: they go to `late`,
-        // unchanged, instead of the plugin (or the floor).
         let watermark = self.watermark;
-        if events
-            .iter()
-            .any(|e| e.timestamp.is_some_and(|ts| ts <= watermark))
-        {
-            let mut late = Vec::new();
-            let mut kept = 0;
-            for i in 0..events.len() {
-                if events[i].timestamp.is_some_and(|ts| ts <= watermark) {
-                    let e = std::mem::replace(&mut events[i], empty_event());
-                    late.push(OutputRecord {
-                        key: e.key,
-                        value: e.value,
-                        timestamp: e.timestamp,
-                        origin: origins[i],
-                    });
-                } else {
-                    events.swap(kept, i);
-                    key_groups.swap(kept, i);
-                    origins.swap(kept, i);
-                    kept += 1;
-                }
-            }
-            events.truncate(kept);
-            key_groups.truncate(kept);
-            origins.truncate(kept);
-            self.send(LATE_OUTPUT, late)?;
-        }
+        let late: Vec<usize> = (0..)
+            .zip(events.iter())
+            .filter(|(_, e)| e.timestamp.is_some_and(|ts| ts <= watermark))
+            .map(|(i, _)| i)
+            .collect();
+        let (events, key_groups, origins) = if late.is_empty() {
+            (events, key_groups, origins)
+        } else {
+            self.divert_late(&late, events, key_groups, origins)?
+        };
         if events.is_empty() {
             return Ok(());
         }
         self.instance().host().watermark = watermark;
-        self.run_batch(Call::Process, &events, &[], &key_groups, &origins)
+        self.run_batch(Items {
+            batch: Batch::Events(&events),
+            key_groups: &key_groups,
+            origins: &origins,
+        })
+    }
+
+    /// Events at or behind the watermark are late: they go to `late`,
+    /// unchanged, instead of the plugin. Returns the others.
+    fn divert_late(
+        &mut self,
+        late: &[usize],
+        events: EventBlock,
+        key_groups: Vec<u16>,
+        origins: Vec<Origin>,
+    ) -> Result<(EventBlock, Vec<u16>, Vec<Origin>), PipelineError> {
+        let mut next = late.iter().peekable();
+        let records = (0..)
+            .zip(events.iter().zip(&origins))
+            .filter(|(i, _)| next.next_if_eq(&i).is_some())
+            .map(|(_, (e, &origin))| OutputRecord {
+                key: e.key.map(<[u8]>::to_vec),
+                value: e.value.to_vec(),
+                timestamp: e.timestamp,
+                origin,
+            })
+            .collect();
+        self.send(LATE_OUTPUT, records)?;
+        let on_time = |i: &usize| late.binary_search(i).is_err();
+        Ok((
+            events.select(|i| on_time(&i)),
+            (0..key_groups.len())
+                .filter(on_time)
+                .map(|i| key_groups[i])
+                .collect(),
+            (0..origins.len())
+                .filter(on_time)
+                .map(|i| origins[i])
+                .collect(),
+        ))
     }
 
     fn advance_watermark(&mut self, watermark: i64) -> Result<(), PipelineError> {
@@ -646,7 +659,11 @@ impl Subtask {
                         domain: wit_domain,
                     });
                 }
-                self.run_batch(Call::OnTimer, &[], &timers, &key_groups, &origins)?;
+                self.run_batch(Items {
+                    batch: Batch::Timers(&timers),
+                    key_groups: &key_groups,
+                    origins: &origins,
+                })?;
             }
         }
         tracing::warn!(
@@ -662,22 +679,8 @@ impl Subtask {
     /// work take effect exactly once and each failing one is dead-lettered
     /// (or fails the pipeline). The sandbox gives a plugin no clock and no
     /// entropy of its own, so a replayed item does what it did the first time.
-    fn run_batch(
-        &mut self,
-        call: Call,
-        events: &[Event],
-        timers: &[Timer],
-        key_groups: &[u16],
-        origins: &[Origin],
-    ) -> Result<(), PipelineError> {
-        let len = key_groups.len();
-        let items = Items {
-            call,
-            events,
-            timers,
-            key_groups,
-            origins,
-        };
+    fn run_batch(&mut self, items: Items<'_>) -> Result<(), PipelineError> {
+        let len = items.key_groups.len();
         match self.call_and_apply(&items, 0..len)? {
             Ok(()) => return Ok(()),
             Err(error) if len == 1 => {
@@ -701,30 +704,18 @@ impl Subtask {
         given: &Items<'_>,
         items: std::ops::Range<usize>,
     ) -> Result<Result<(), CallError>, PipelineError> {
-        let Items {
-            call,
-            events,
-            timers,
-            key_groups,
-            origins,
-        } = *given;
         let start = items.start;
         let called = items.len();
         let host = self.instance().host();
-        prepare_scope(
-            &mut host.scope,
-            call,
-            events.get(items.clone()).unwrap_or_default(),
-            timers.get(items.clone()).unwrap_or_default(),
-            &key_groups[items.clone()],
-            origins.get(items.clone()).unwrap_or_default(),
-        );
+        prepare_scope(&mut host.scope, given, items.clone());
         host.last_error_log = None;
         let instance = self.instance();
         let began = std::time::Instant::now();
-        let result = match call {
-            Call::Process => instance.process(&events[items]),
-            Call::OnTimer => instance.on_timer(&timers[items]),
+        let result = match given.batch {
+            Batch::Events(events) if called == events.len() => instance.process(events),
+            // A replay, one item at a time.
+            Batch::Events(events) => instance.process(&events.select(|i| items.contains(&i))),
+            Batch::Timers(timers) => instance.on_timer(&timers[items]),
         };
         self.metrics.call_latency.record(began.elapsed());
         let batch = match result {
@@ -792,13 +783,7 @@ impl Subtask {
         kind: &str,
         reason: &str,
     ) -> Result<(), PipelineError> {
-        let Items {
-            call,
-            events,
-            timers,
-            origins,
-            ..
-        } = *batch;
+        let Items { batch, origins, .. } = *batch;
         // The dead letter is the item's output after whatever it emitted.
         let origin = origins
             .get(index)
@@ -813,17 +798,17 @@ impl Subtask {
                 reason: reason.to_owned(),
             });
         }
-        let record = match call {
-            Call::Process => {
-                let e = &events[index];
+        let record = match batch {
+            Batch::Events(events) => {
+                let e = events.get(index).expect("a failed item is in its batch");
                 OutputRecord {
-                    key: e.key.clone(),
+                    key: e.key.map(<[u8]>::to_vec),
                     value: json!({
                         "error": kind,
                         "reason": reason,
-                        "key": e.key.as_deref().map(String::from_utf8_lossy),
+                        "key": e.key.map(String::from_utf8_lossy),
                         "timestamp": e.timestamp,
-                        "value": String::from_utf8_lossy(&e.value),
+                        "value": String::from_utf8_lossy(e.value),
                     })
                     .to_string()
                     .into_bytes(),
@@ -831,7 +816,7 @@ impl Subtask {
                     origin,
                 }
             }
-            Call::OnTimer => {
+            Batch::Timers(timers) => {
                 let t = &timers[index];
                 OutputRecord {
                     key: Some(t.key.clone()),
@@ -881,49 +866,35 @@ fn sink_gone(_: SinkGone) -> PipelineError {
     PipelineError::SinkClosed
 }
 
-fn empty_event() -> Event {
-    Event {
-        key: None,
-        value: Vec::new(),
-        timestamp: None,
-        headers: Vec::new(),
-    }
-}
-
 /// The items of one plugin call: events or timers, with their key groups
 /// and origins.
 #[derive(Clone, Copy)]
 struct Items<'a> {
-    call: Call,
-    events: &'a [Event],
-    timers: &'a [Timer],
+    batch: Batch<'a>,
     key_groups: &'a [u16],
     origins: &'a [Origin],
 }
 
-fn prepare_scope(
-    scope: &mut BatchScope,
-    call: Call,
-    events: &[Event],
-    timers: &[Timer],
-    key_groups: &[u16],
-    origins: &[Origin],
-) {
+/// Which export a batch goes to, with its items.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    Events(&'a EventBlock),
+    Timers(&'a [Timer]),
+}
+
+fn prepare_scope(scope: &mut BatchScope, items: &Items<'_>, range: std::ops::Range<usize>) {
     scope.clear();
-    let origin = |i: usize| origins.get(i).copied().unwrap_or_default();
-    match call {
-        Call::Process => {
-            for (i, (e, &kg)) in events.iter().zip(key_groups).enumerate() {
-                scope.push(
-                    kg,
-                    e.key.as_deref().unwrap_or_default(),
-                    e.timestamp,
-                    origin(i),
-                );
+    let origin = |i: usize| items.origins.get(i).copied().unwrap_or_default();
+    let key_groups = &items.key_groups[range.clone()];
+    match items.batch {
+        Batch::Events(events) => {
+            let events = events.iter().skip(range.start).take(range.len());
+            for ((i, e), &kg) in range.clone().zip(events).zip(key_groups) {
+                scope.push(kg, e.key.unwrap_or_default(), e.timestamp, origin(i));
             }
         }
-        Call::OnTimer => {
-            for (i, (t, &kg)) in timers.iter().zip(key_groups).enumerate() {
+        Batch::Timers(timers) => {
+            for ((i, t), &kg) in range.clone().zip(&timers[range]).zip(key_groups) {
                 scope.push(kg, &t.key, Some(t.timestamp), origin(i));
             }
         }
