@@ -605,50 +605,72 @@ function refusal(message) {
   return error;
 }
 
-function optionalTime(timestamp) {
-  return timestamp === undefined || timestamp === null ? undefined : fromS64(timestamp);
-}
-
 // componentize-js 0.23 lifts a negative s64 as its unsigned value (the
 // watermark starts at i64::MIN): reinterpret the 64 bits as signed.
 function fromS64(value) {
   return Number(BigInt.asIntN(64, BigInt(value)));
 }
 
-// The host packs a batch's keys and values into one buffer (the WIT's
-// `event-batch`); the handlers take one object per event.
+// The host packs a batch's keys and values into one buffer and each event's
+// lengths and time into a 24-byte record (the WIT's `event-batch` and
+// `packed-event`); the handlers take one object per event.
 function unpackEvents({ bytes, events, headers }) {
-  const out = new Array(events.length);
+  const records = new DataView(events.buffer, events.byteOffset, events.byteLength);
+  const count = Math.floor(events.byteLength / EVENT_SIZE);
+  const out = new Array(count);
   let at = 0;
   let next = 0;
-  for (let index = 0; index < events.length; index++) {
-    const packed = events[index];
+  for (let index = 0; index < count; index++) {
+    const record = index * EVENT_SIZE;
+    const keyLen = records.getInt32(record, true);
+    const valueLen = records.getUint32(record + 4, true);
     let key;
-    if (packed.keyLen >= 0) {
-      key = bytes.subarray(at, at + packed.keyLen);
-      at += packed.keyLen;
+    if (keyLen >= 0) {
+      key = bytes.subarray(at, at + keyLen);
+      at += keyLen;
     }
-    const value = bytes.subarray(at, at + packed.valueLen);
-    at += packed.valueLen;
+    const value = bytes.subarray(at, at + valueLen);
+    at += valueLen;
+    const timestamp =
+      records.getUint8(record + 12) === 1
+        ? Number(records.getBigInt64(record + 16, true))
+        : undefined;
     let eventHeaders = [];
     if (next < headers.length && headers[next].event === index) {
       eventHeaders = headers[next].headers;
       next++;
     }
-    out[index] = { key, value, timestamp: packed.timestamp, headers: eventHeaders };
+    out[index] = { key, value, timestamp, headers: eventHeaders };
   }
   return out;
 }
 
-// Fired timers, packed like events (the WIT's `timer-batch`).
+// Fired timers, packed like events (the WIT's `timer-batch` and
+// `packed-timer`).
 function unpackTimers({ keys, timers }) {
+  const records = new DataView(timers.buffer, timers.byteOffset, timers.byteLength);
+  const count = Math.floor(timers.byteLength / TIMER_SIZE);
+  const out = new Array(count);
   let at = 0;
-  return timers.map((packed) => {
-    const key = keys.subarray(at, at + packed.keyLen);
-    at += packed.keyLen;
-    return { key, timestamp: packed.timestamp, domain: packed.domain };
-  });
+  for (let index = 0; index < count; index++) {
+    const record = index * TIMER_SIZE;
+    const keyLen = records.getUint32(record, true);
+    const key = keys.subarray(at, at + keyLen);
+    at += keyLen;
+    const domain = TIMER_DOMAINS[records.getUint8(record + 8)];
+    if (domain === undefined) {
+      throw new Error(`the host sent a timer with time domain ${records.getUint8(record + 8)}`);
+    }
+    const timestamp = Number(records.getBigInt64(record + 16, true));
+    out[index] = { key, timestamp, domain };
+  }
+  return out;
 }
+
+const EVENT_SIZE = 24;
+const TIMER_SIZE = 24;
+// `time-domain`'s cases by their index, as a timer's record carries them.
+const TIMER_DOMAINS = [TimeDomain.EVENT_TIME, TimeDomain.PROCESSING_TIME];
 
 /** The `handler` export for `ProcessorClass`. In the plugin's module:
  * `export const handler = exportProcessor(MyPlugin);` */
@@ -693,10 +715,9 @@ export function exportProcessor(ProcessorClass) {
     process(batch) {
       const instance = current();
       return runBatch(unpackEvents(batch), (event) => {
-        const timestamp = optionalTime(event.timestamp);
         instance.process(
-          new Context(event.key, timestamp),
-          new Event(event.key, event.value, timestamp, event.headers),
+          new Context(event.key, event.timestamp),
+          new Event(event.key, event.value, event.timestamp, event.headers),
         );
       });
     },
@@ -704,10 +725,9 @@ export function exportProcessor(ProcessorClass) {
     onTimer(batch) {
       const instance = current();
       return runBatch(unpackTimers(batch), (timer) => {
-        const timestamp = fromS64(timer.timestamp);
         instance.onTimer(
-          new Context(timer.key, timestamp),
-          new Timer(timer.key, timestamp, timer.domain),
+          new Context(timer.key, timer.timestamp),
+          new Timer(timer.key, timer.timestamp, timer.domain),
         );
       });
     },

@@ -47,8 +47,8 @@ mod guest {
 
     use crate::processor::{handle_event, handle_timer};
     use crate::sys::wasm::{
-        begin_batch, begin_item, bindings, for_each_event, for_each_timer, install_panic_hook,
-        take_changes,
+        EVENT_SIZE, TIMER_SIZE, begin_batch, begin_item, bindings, for_each_event, for_each_timer,
+        install_panic_hook, take_changes,
     };
     use crate::{Error, Processor, config};
 
@@ -74,7 +74,7 @@ mod guest {
 
         fn process(events: bindings::EventBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(events.events.len(), |item| {
+                run_batch(events.events.len() / EVENT_SIZE, |item| {
                     for_each_event(events, |index, first_of_key, event| {
                         item(index, first_of_key, &mut || handle_event(plugin, event))
                     })
@@ -84,7 +84,7 @@ mod guest {
 
         fn on_timer(fired: bindings::TimerBatch) -> bindings::BatchResult {
             with_plugin(|plugin: &mut P| {
-                run_batch(fired.timers.len(), |item| {
+                run_batch(fired.timers.len() / TIMER_SIZE, |item| {
                     for_each_timer(fired, |index, first_of_key, timer| {
                         item(index, first_of_key, &mut || handle_timer(plugin, timer))
                     })

@@ -5,10 +5,11 @@ scope, and the changes the items make come back as the batch's result.
 """
 
 import json
+import struct
 import traceback
 
 from wit_world.types import Err
-from wit_world.imports.types import BatchResult, Failure
+from wit_world.imports.types import BatchResult, Failure, TimeDomain
 
 from ._batch import BATCH
 from .context import Context, Event, Timer
@@ -80,21 +81,35 @@ class _Item:
         self.domain = domain
 
 
+# An event's lengths and time cross as 24 bytes, little-endian
+# (`packed-event` in the WIT): key length (-1 = no key), value length,
+# first-of-key, has-timestamp, 3 zero bytes, timestamp.
+_EVENT = struct.Struct("<iIIB3xq")
+# A fired timer's, likewise (`packed-timer`): key length, first-of-key,
+# time domain (case index), 7 zero bytes, timestamp.
+_TIMER = struct.Struct("<IIB7xq")
+_DOMAINS = (TimeDomain.EVENT_TIME, TimeDomain.PROCESSING_TIME)
+
+
 def _unpack_events(batch):
-    """The host packs a batch's keys and values into one buffer (the WIT's
-    `event-batch`); the handlers take one item per event."""
+    """The host packs a batch's keys and values into one buffer and each
+    event's lengths and time into a record (the WIT's `event-batch`); the
+    handlers take one item per event."""
     data = batch.bytes
     headers = {h.event: h.headers for h in batch.headers}
     items = []
     at = 0
-    for index, packed in enumerate(batch.events):
+    for index, (key_len, value_len, _first, has_time, timestamp) in enumerate(
+        _EVENT.iter_unpack(batch.events)
+    ):
         key = None
-        if packed.key_len >= 0:
-            key = data[at : at + packed.key_len]
-            at += packed.key_len
-        value = data[at : at + packed.value_len]
-        at += packed.value_len
-        items.append(_Item(key, value, packed.timestamp, headers.get(index, [])))
+        if key_len >= 0:
+            key = data[at : at + key_len]
+            at += key_len
+        value = data[at : at + value_len]
+        at += value_len
+        timestamp = timestamp if has_time == 1 else None
+        items.append(_Item(key, value, timestamp, headers.get(index, [])))
     return items
 
 
@@ -102,10 +117,12 @@ def _unpack_timers(batch):
     """Fired timers, packed like events (the WIT's `timer-batch`)."""
     items = []
     at = 0
-    for packed in batch.timers:
-        key = batch.keys[at : at + packed.key_len]
-        at += packed.key_len
-        items.append(_Item(key, timestamp=packed.timestamp, domain=packed.domain))
+    for key_len, _first, domain, timestamp in _TIMER.iter_unpack(batch.timers):
+        key = batch.keys[at : at + key_len]
+        at += key_len
+        if domain >= len(_DOMAINS):
+            raise ValueError(f"the host sent a timer with time domain {domain}")
+        items.append(_Item(key, timestamp=timestamp, domain=_DOMAINS[domain]))
     return items
 
 

@@ -578,21 +578,23 @@ pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32,
     let mut headers = headers.into_iter().peekable();
     let mut event = Event::default();
     let mut at = 0;
-    for (index, packed) in (0u32..).zip(&events) {
-        let key = usize::try_from(packed.key_len)
+    for (index, record) in (0u32..).zip(events.chunks_exact(EVENT_SIZE)) {
+        // The layout of `packed-event` in the WIT.
+        let key_len = i32_at(record, 0);
+        let key = usize::try_from(key_len)
             .ok()
             .map(|len| take(&bytes, &mut at, len));
         refill(&mut event.key, key);
         event.value.clear();
         event
             .value
-            .extend_from_slice(take(&bytes, &mut at, packed.value_len as usize));
-        event.timestamp = packed.timestamp;
+            .extend_from_slice(take(&bytes, &mut at, u32_at(record, 4) as usize));
+        event.timestamp = (record[12] == 1).then(|| i64_at(record, 16));
         event.headers = match headers.next_if(|h| h.event == index) {
             Some(h) => h.headers,
             None => Vec::new(),
         };
-        f(index, packed.first_of_key, &event);
+        f(index, u32_at(record, 8), &event);
     }
 }
 
@@ -600,18 +602,38 @@ pub(crate) fn for_each_event(batch: bindings::EventBatch, mut f: impl FnMut(u32,
 pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32, u32, &Timer)) {
     let mut timer = Timer::new(Vec::new(), 0, TimeDomain::EventTime);
     let mut at = 0;
-    for (index, packed) in (0u32..).zip(&batch.timers) {
+    for (index, record) in (0u32..).zip(batch.timers.chunks_exact(TIMER_SIZE)) {
+        // The layout of `packed-timer` in the WIT.
+        let key_len = u32_at(record, 0) as usize;
         timer.key.clear();
         timer
             .key
-            .extend_from_slice(take(&batch.keys, &mut at, packed.key_len as usize));
-        timer.timestamp = packed.timestamp;
-        timer.domain = match packed.domain {
-            WitTimeDomain::EventTime => TimeDomain::EventTime,
-            WitTimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+            .extend_from_slice(take(&batch.keys, &mut at, key_len));
+        timer.domain = match record[8] {
+            0 => TimeDomain::EventTime,
+            1 => TimeDomain::ProcessingTime,
+            other => panic!("the host sent a timer with time domain {other}"),
         };
-        f(index, packed.first_of_key, &timer);
+        timer.timestamp = i64_at(record, 16);
+        f(index, u32_at(record, 4), &timer);
     }
+}
+
+/// The size of an event in `event-batch.events` and of a timer in
+/// `timer-batch.timers`.
+pub(crate) const EVENT_SIZE: usize = 24;
+pub(crate) const TIMER_SIZE: usize = 24;
+
+fn i32_at(record: &[u8], at: usize) -> i32 {
+    i32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u32_at(record: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn i64_at(record: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The next `len` bytes of a packed batch.

@@ -49,6 +49,44 @@ impl<'a> FirstOfKey<'a> {
     }
 }
 
+/// The size of an event in `event-batch.events` (see `packed-event` in the
+/// WIT for the layout).
+pub const EVENT_SIZE: usize = 24;
+
+/// Where `first-of-key` sits in an event's bytes.
+const FIRST_OF_KEY: std::ops::Range<usize> = 8..12;
+
+fn encode_event(event: &PackedEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(&event.key_len.to_le_bytes());
+    out.extend_from_slice(&event.value_len.to_le_bytes());
+    out.extend_from_slice(&event.first_of_key.to_le_bytes());
+    out.extend_from_slice(&[u8::from(event.timestamp.is_some()), 0, 0, 0]);
+    out.extend_from_slice(&event.timestamp.unwrap_or(0).to_le_bytes());
+}
+
+/// An event's record, as `encode_event` wrote it (the host's own bytes).
+fn decode_event(record: &[u8]) -> PackedEvent {
+    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+    PackedEvent {
+        key_len: u32_at(0) as i32,
+        value_len: u32_at(4),
+        first_of_key: u32_at(8),
+        timestamp: (record[12] == 1)
+            .then(|| i64::from_le_bytes(record[16..24].try_into().expect("8 bytes"))),
+    }
+}
+
+/// The size of a timer in `timer-batch.timers` (see `packed-timer` in the
+/// WIT for the layout).
+pub const TIMER_SIZE: usize = 24;
+
+fn encode_timer(timer: &PackedTimer, out: &mut Vec<u8>) {
+    out.extend_from_slice(&timer.key_len.to_le_bytes());
+    out.extend_from_slice(&timer.first_of_key.to_le_bytes());
+    out.extend_from_slice(&[timer.domain as u8, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&timer.timestamp.to_le_bytes());
+}
+
 /// Events being packed into an [`EventBlock`], one at a time.
 pub struct EventBlockBuilder {
     batch: EventBatch,
@@ -59,7 +97,7 @@ impl EventBlockBuilder {
         EventBlockBuilder {
             batch: EventBatch {
                 bytes: Vec::new(),
-                events: Vec::with_capacity(events),
+                events: Vec::with_capacity(events * EVENT_SIZE),
                 headers: Vec::new(),
             },
         }
@@ -82,13 +120,14 @@ impl EventBlockBuilder {
         let index = self.len() as u32;
         self.batch.bytes.extend_from_slice(key.unwrap_or_default());
         self.batch.bytes.extend_from_slice(value);
-        self.batch.events.push(PackedEvent {
+        let event = PackedEvent {
             key_len,
             value_len,
             timestamp,
             // Filled in by `build`, once every key is in.
             first_of_key: index,
-        });
+        };
+        encode_event(&event, &mut self.batch.events);
         if !headers.is_empty() {
             self.batch.headers.push(EventHeaders {
                 event: index,
@@ -99,7 +138,7 @@ impl EventBlockBuilder {
     }
 
     pub fn len(&self) -> usize {
-        self.batch.events.len()
+        self.batch.events.len() / EVENT_SIZE
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,11 +148,13 @@ impl EventBlockBuilder {
     /// The block, with each event's `first-of-key` filled in.
     pub fn build(mut self) -> EventBlock {
         let EventBatch { bytes, events, .. } = &mut self.batch;
-        let mut first = FirstOfKey::new(events.len());
+        let mut first = FirstOfKey::new(events.len() / EVENT_SIZE);
         let mut at = 0;
-        for (index, event) in (0u32..).zip(events.iter_mut()) {
+        for (index, record) in (0u32..).zip(events.chunks_exact_mut(EVENT_SIZE)) {
+            let event = decode_event(record);
             let key_len = usize::try_from(event.key_len).unwrap_or(0);
-            event.first_of_key = first.of(index, &bytes[at..at + key_len]);
+            let first_of_key = first.of(index, &bytes[at..at + key_len]);
+            record[FIRST_OF_KEY].copy_from_slice(&first_of_key.to_le_bytes());
             at += key_len + event.value_len as usize;
         }
         EventBlock { batch: self.batch }
@@ -141,7 +182,7 @@ pub struct EventRef<'a> {
 
 impl EventBlock {
     pub fn len(&self) -> usize {
-        self.batch.events.len()
+        self.batch.events.len() / EVENT_SIZE
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,6 +198,7 @@ impl EventBlock {
         } = &self.batch;
         let mut at = 0;
         let mut headers = headers.iter().peekable();
+        let events = events.chunks_exact(EVENT_SIZE).map(decode_event);
         (0u32..).zip(events).map(move |(index, event)| {
             let key = usize::try_from(event.key_len).ok().map(|len| {
                 at += len;
@@ -207,15 +249,17 @@ impl EventBlock {
 pub(crate) fn pack_timers(timers: &[Timer], batch: &mut TimerBatch) -> Result<(), TooLarge> {
     batch.keys.clear();
     batch.timers.clear();
+    batch.timers.reserve(timers.len() * TIMER_SIZE);
     let mut first = FirstOfKey::new(timers.len());
     for (index, timer) in (0u32..).zip(timers) {
         batch.keys.extend_from_slice(&timer.key);
-        batch.timers.push(PackedTimer {
+        let packed = PackedTimer {
             key_len: u32::try_from(timer.key.len()).map_err(|_| TooLarge(timer.key.len()))?,
             timestamp: timer.timestamp,
             domain: timer.domain,
             first_of_key: first.of(index, &timer.key),
-        });
+        };
+        encode_timer(&packed, &mut batch.timers);
     }
     Ok(())
 }
@@ -401,14 +445,40 @@ mod tests {
         block.build()
     }
 
+    fn firsts(batch: &EventBatch) -> Vec<u32> {
+        let events = batch.events.chunks_exact(EVENT_SIZE);
+        events.map(|e| decode_event(e).first_of_key).collect()
+    }
+
     #[test]
     fn events_pack_keys_then_values_and_only_the_headers_present() {
         let block = block();
         let batch = block.as_batch();
         assert_eq!(batch.bytes, b"k1v-onev2k1v4");
+        assert_eq!(batch.events.len(), 4 * EVENT_SIZE);
+        // The layout the SDKs read (`packed-event` in the WIT), byte for byte.
+        #[rustfmt::skip]
+        let second: [u8; EVENT_SIZE] = [
+            0xff, 0xff, 0xff, 0xff, // key-len -1: no key
+            2, 0, 0, 0,             // value-len
+            1, 0, 0, 0,             // first-of-key: itself
+            0, 0, 0, 0,             // no timestamp
+            0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(batch.events[EVENT_SIZE..2 * EVENT_SIZE], second);
+        #[rustfmt::skip]
+        let third: [u8; EVENT_SIZE] = [
+            0, 0, 0, 0,
+            0, 0, 0, 0,
+            1, 0, 0, 0,
+            1, 0, 0, 0,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // timestamp -1
+        ];
+        assert_eq!(batch.events[2 * EVENT_SIZE..3 * EVENT_SIZE], third);
         let lens: Vec<_> = batch
             .events
-            .iter()
+            .chunks_exact(EVENT_SIZE)
+            .map(decode_event)
             .map(|e| (e.key_len, e.value_len, e.timestamp))
             .collect();
         assert_eq!(
@@ -421,11 +491,43 @@ mod tests {
             ]
         );
         // No key and the empty key are the same state.
-        let firsts: Vec<_> = batch.events.iter().map(|e| e.first_of_key).collect();
-        assert_eq!(firsts, [0, 1, 1, 0]);
+        assert_eq!(firsts(batch), [0, 1, 1, 0]);
         assert_eq!(batch.headers.len(), 1);
         assert_eq!(batch.headers[0].event, 1);
         assert_eq!(batch.headers[0].headers, [("h".to_owned(), b"x".to_vec())]);
+    }
+
+    #[test]
+    fn timers_pack_their_keys_and_records() {
+        let timer = |key: &[u8], timestamp, domain| Timer {
+            key: key.to_vec(),
+            timestamp,
+            domain,
+        };
+        let timers = [
+            timer(b"ab", 7, TimeDomain::EventTime),
+            timer(b"c", -2, TimeDomain::ProcessingTime),
+            timer(b"ab", 9, TimeDomain::EventTime),
+        ];
+        let mut batch = empty_timer_batch();
+        // Leftovers of a previous batch must not leak into the next.
+        pack_timers(&timers, &mut batch).unwrap();
+        pack_timers(&timers, &mut batch).unwrap();
+        assert_eq!(batch.keys, b"abcab");
+        assert_eq!(batch.timers.len(), 3 * TIMER_SIZE);
+        #[rustfmt::skip]
+        let second: [u8; TIMER_SIZE] = [
+            1, 0, 0, 0,             // key-len
+            1, 0, 0, 0,             // first-of-key: itself
+            1, 0, 0, 0, 0, 0, 0, 0, // processing-time
+            0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // -2
+        ];
+        assert_eq!(batch.timers[TIMER_SIZE..2 * TIMER_SIZE], second);
+        assert_eq!(
+            batch.timers[2 * TIMER_SIZE + 4],
+            0,
+            "the first timer of key ab"
+        );
     }
 
     #[test]
@@ -441,13 +543,7 @@ mod tests {
         // The first-of-key indices are the new block's own.
         let picked = block.select(|i| i != 0);
         assert_eq!(picked.len(), 3);
-        let firsts: Vec<_> = picked
-            .as_batch()
-            .events
-            .iter()
-            .map(|e| e.first_of_key)
-            .collect();
-        assert_eq!(firsts, [0, 0, 2]);
+        assert_eq!(firsts(picked.as_batch()), [0, 0, 2]);
         let values: Vec<_> = picked.iter().map(|e| e.value).collect();
         assert_eq!(values, [&b"v2"[..], b"", b"v4"]);
         assert_eq!(picked.get(0).unwrap().headers.len(), 1);
@@ -580,42 +676,5 @@ mod tests {
             assert!(message.starts_with("the plugin returned a malformed batch result"));
             assert!(message.contains(problem), "{message}");
         }
-    }
-
-    #[test]
-    fn timers_pack_their_keys_back_to_back() {
-        let timers = [
-            Timer {
-                key: b"abc".to_vec(),
-                timestamp: 7,
-                domain: TimeDomain::EventTime,
-            },
-            Timer {
-                key: b"d".to_vec(),
-                timestamp: 9,
-                domain: TimeDomain::ProcessingTime,
-            },
-            Timer {
-                key: b"abc".to_vec(),
-                timestamp: 8,
-                domain: TimeDomain::EventTime,
-            },
-        ];
-        let mut batch = empty_timer_batch();
-        pack_timers(&timers, &mut batch).unwrap();
-        assert_eq!(batch.keys, b"abcdabc");
-        let packed: Vec<_> = batch
-            .timers
-            .iter()
-            .map(|t| (t.key_len, t.timestamp, t.domain, t.first_of_key))
-            .collect();
-        assert_eq!(
-            packed,
-            [
-                (3, 7, TimeDomain::EventTime, 0),
-                (1, 9, TimeDomain::ProcessingTime, 1),
-                (3, 8, TimeDomain::EventTime, 0)
-            ]
-        );
     }
 }

@@ -71,12 +71,15 @@ impl Guest for Rogue {
     fn process(events: EventBatch) -> BatchResult {
         let counter = state::declare("counter", StateKind::Value);
         let mut result = empty();
-        // Every event's key (if any) and value sit back to back in `bytes`.
+        // Every event's key (if any) and value sit back to back in `bytes`;
+        // each event's 24-byte record starts with their lengths.
         let mut at = 0;
-        for (item, event) in (0u32..).zip(&events.events) {
-            at += usize::try_from(event.key_len).unwrap_or(0);
-            let value = &events.bytes[at..at + event.value_len as usize];
-            at += event.value_len as usize;
+        for (item, record) in (0u32..).zip(events.events.chunks_exact(24)) {
+            let len =
+                |field: usize| i32::from_le_bytes(record[field..field + 4].try_into().unwrap());
+            at += usize::try_from(len(0)).unwrap_or(0);
+            let value = &events.bytes[at..at + len(4) as usize];
+            at += len(4) as usize;
             let what = String::from_utf8_lossy(value);
             let stray = item + 1000;
             let r = &mut result;
