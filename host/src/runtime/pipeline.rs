@@ -411,14 +411,22 @@ impl Pipeline {
             sink_handles.push((output, handle));
         }
         let sink_count = sink_handles.len();
+        // Each subtask and the source hold a sender until they end, so the
+        // loop below learns at once that the last one has (instead of at
+        // its next tick, which a short run would wait for).
+        let (alive, ended) = crossbeam_channel::bounded::<()>(0);
         let mut workers: Vec<JoinHandle<Result<SubtaskReport, PipelineError>>> = Vec::new();
         for (subtask, input) in subtasks.into_iter().zip(subtask_inputs) {
             let name = format!("weir-{}-{}", spec.name, workers.len());
             let span = span();
+            let alive = alive.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || span.in_scope(|| subtask.run(input)))
+                    .spawn(move || {
+                        let _alive = alive;
+                        span.in_scope(|| subtask.run(input))
+                    })
                     .map_err(PipelineError::Spawn)?,
             );
         }
@@ -426,34 +434,52 @@ impl Pipeline {
             .name(format!("weir-{}-source", spec.name))
             .spawn({
                 let span = span();
-                move || span.in_scope(|| source.run())
+                move || {
+                    let _alive = alive;
+                    span.in_scope(|| source.run())
+                }
             })
             .map_err(PipelineError::Spawn)?;
 
         let mut coordinator = coordinator;
         let mut last_tick = Instant::now();
+        let mut ended = ended;
+        let mut all_ended = false;
         loop {
-            let tasks_done = source_handle.is_finished() && workers.iter().all(|w| w.is_finished());
+            let tasks_done = all_ended
+                || (source_handle.is_finished() && workers.iter().all(|w| w.is_finished()));
             let sinks_done = drained.load(Ordering::SeqCst) == sink_count;
             match &mut coordinator {
                 None => {
                     if tasks_done {
                         break;
                     }
-                    std::thread::sleep(TICK);
+                    if let Err(RecvTimeoutError::Disconnected) = ended.recv_timeout(TICK) {
+                        all_ended = true;
+                    }
                 }
                 Some((coordinator, acks, requests)) => {
                     // Wake for the next tick, or for the next checkpoint if
-                    // one can be triggered.
+                    // one can be triggered; once the tasks are done, soon,
+                    // to see the sinks finish.
                     let mut until = last_tick + TICK;
                     if coordinator.is_idle() && !tasks_done {
                         until = until.min(coordinator.next_due());
+                    }
+                    if tasks_done {
+                        until = Instant::now();
                     }
                     let wait = until
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1));
                     let received = crossbeam_channel::select! {
                         recv(acks) -> ack => ack.map(Some).map_err(|_| RecvTimeoutError::Disconnected),
+                        recv(ended) -> _ => {
+                            // Disconnected: every task has ended. Never again.
+                            all_ended = true;
+                            ended = crossbeam_channel::never();
+                            Ok(None)
+                        }
                         recv(requests) -> request => {
                             match request {
                                 Ok(reply) => coordinator.request(reply),
