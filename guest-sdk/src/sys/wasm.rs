@@ -624,19 +624,23 @@ pub(crate) fn for_each_timer(batch: bindings::TimerBatch, mut f: impl FnMut(u32,
 pub(crate) const EVENT_SIZE: usize = 24;
 pub(crate) const TIMER_SIZE: usize = 24;
 
+#[inline(always)]
 fn i32_at(record: &[u8], at: usize) -> i32 {
     i32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"))
 }
 
+#[inline(always)]
 fn u32_at(record: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"))
 }
 
+#[inline(always)]
 fn i64_at(record: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The next `len` bytes of a packed batch.
+#[inline(always)]
 fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> &'a [u8] {
     let slice = bytes
         .get(*at..*at + len)
