@@ -1,4 +1,5 @@
-//! In-memory keyed state: one hash map per key group, keyed by the user key.
+//! In-memory keyed state: one hash table per key group (`table.rs`), keyed
+//! by the user key.
 //!
 //! All states of one key sit in one entry (plugins declare few states), so a
 //! state call costs one hash lookup of the key and a scan of a tiny vector,
@@ -11,13 +12,12 @@
 //! there). Maps and lists, rarer, sit behind one more pointer.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use super::table::KeyTable;
 use super::{
     EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
     append_value,
@@ -71,7 +71,7 @@ impl KeyEntry {
 }
 
 type OrderedMap = BTreeMap<Vec<u8>, Vec<u8>>;
-type Group = FxHashMap<Bytes, KeyEntry>;
+type Group = KeyTable<KeyEntry>;
 
 pub struct MemoryBackend {
     groups: Vec<Group>,
@@ -112,31 +112,18 @@ impl MemoryBackend {
     }
 
     fn entry_mut(&mut self, kg: u16, key: &[u8]) -> &mut KeyEntry {
-        let group = &mut self.groups[usize::from(kg)];
-        // An inline key costs nothing to build: one probe does it. A long
-        // key is looked up by slice first, so that the common case (key
-        // present) does not allocate an owned key.
-        if key.len() <= INLINE || !group.contains_key(key) {
-            return group.entry(Bytes::from_slice(key)).or_default();
-        }
-        group.get_mut(key).expect("present: checked above")
+        self.groups[usize::from(kg)].get_or_insert(key)
     }
 
     /// Applies `f` to the key's entry if present, dropping the entry once empty.
     fn update(&mut self, kg: u16, key: &[u8], f: impl FnOnce(&mut KeyEntry)) {
         let group = &mut self.groups[usize::from(kg)];
-        let update = |entry: &mut KeyEntry| {
-            f(entry);
-            entry.tidy();
-            entry.is_empty()
+        let Some(entry) = group.get_mut(key) else {
+            return;
         };
-        if key.len() <= INLINE {
-            if let Entry::Occupied(mut slot) = group.entry(Bytes::from_slice(key))
-                && update(slot.get_mut())
-            {
-                slot.remove();
-            }
-        } else if group.get_mut(key).is_some_and(update) {
+        f(entry);
+        entry.tidy();
+        if entry.is_empty() {
             group.remove(key);
         }
     }
@@ -329,7 +316,7 @@ impl KeyedStateBackend for MemoryBackend {
     fn export(&mut self, sink: &mut EntrySink<'_>) -> Result<(), StateError> {
         for (kg, group) in self.groups.iter().enumerate() {
             let kg = kg as u16;
-            for (key, entry) in group {
+            for (key, entry) in group.iter() {
                 for (state, value) in &entry.values {
                     sink(StateEntry::Value {
                         kg,

@@ -9,6 +9,7 @@ mod catalog;
 mod memory;
 mod rocks;
 mod rocks_timers;
+mod table;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
