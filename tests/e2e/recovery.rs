@@ -22,6 +22,8 @@ struct Spec<'a> {
     /// `None`: no `[checkpoint]` section (a plain, uninterrupted run).
     interval_ms: Option<u64>,
     threshold: u32,
+    /// The generator's rate limit, if any.
+    events_per_second: Option<u64>,
     restore_from: Option<&'a str>,
     output: &'a str,
     sink: &'a str,
@@ -36,6 +38,7 @@ impl Default for Spec<'_> {
             backend: "memory",
             interval_ms: Some(200),
             threshold: 5,
+            events_per_second: None,
             restore_from: None,
             output: "alerts.jsonl",
             sink: "file",
@@ -57,6 +60,7 @@ parallelism = {parallelism}
 [source]
 kind = "generator"
 events = {events}
+{rate}
 [event_time]
 field = "/ts"
 [key_by]
@@ -82,6 +86,9 @@ kind = "{sink}"
             name = self.name,
             parallelism = self.parallelism,
             events = self.events,
+            rate = self
+                .events_per_second
+                .map_or(String::new(), |n| format!("events_per_second = {n}")),
             threshold = self.threshold,
             backend = self.backend,
             checkpoint = self.interval_ms.map_or(String::new(), |ms| {
@@ -169,8 +176,12 @@ fn crash_and_recover(backend: &str) {
         "the reference has alerts"
     );
     let dir = tempfile::tempdir().unwrap();
+    // Limited to 0.5 M events/s, so that each run lasts long enough for
+    // its kill: unlimited, a fast machine finished the 2 M events before
+    // the later kills came.
     let spec = Spec {
         backend,
+        events_per_second: Some(500_000),
         ..Spec::default()
     };
     std::fs::write(dir.path().join("pipeline.toml"), spec.toml()).unwrap();

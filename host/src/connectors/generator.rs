@@ -1,6 +1,8 @@
 //! The fixed test generator: a deterministic stream of card transactions
 //! whose expected results are known, so every workload can be checked.
 
+use std::time::{Duration, Instant};
+
 use super::{ConnectorError, Source, SourcePosition, SourceRecord, SplitPosition, split_offset};
 
 /// The base of the generator's event times, in ms since the Unix epoch.
@@ -49,6 +51,26 @@ pub struct GeneratorSource {
     next: u64,
     end: u64,
     users: u64,
+    limit: Option<RateLimit>,
+}
+
+/// At most `per_second` events per second, counted from the first read.
+struct RateLimit {
+    per_second: u64,
+    started: Option<Instant>,
+    made: u64,
+}
+
+impl RateLimit {
+    /// Waits until `n` more events are within the limit.
+    fn admit(&mut self, n: u64) {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        self.made += n;
+        let due = Duration::from_secs_f64(self.made as f64 / self.per_second as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 impl GeneratorSource {
@@ -61,7 +83,19 @@ impl GeneratorSource {
             next: 0,
             end: events,
             users,
+            limit: None,
         }
+    }
+
+    /// Makes at most `per_second` events per second (a test or a demo that
+    /// needs a run to last).
+    pub fn limited_to(mut self, per_second: u64) -> Self {
+        self.limit = Some(RateLimit {
+            per_second: per_second.max(1),
+            started: None,
+            made: 0,
+        });
+        self
     }
 }
 
@@ -72,6 +106,9 @@ impl Source for GeneratorSource {
         max: usize,
     ) -> Result<bool, ConnectorError> {
         let stop = self.end.min(self.next + max as u64);
+        if let Some(limit) = &mut self.limit {
+            limit.admit(stop - self.next);
+        }
         for i in self.next..stop {
             let mut value = Vec::with_capacity(64);
             write_generator_value_among(i, self.users, &mut value);
@@ -125,6 +162,18 @@ mod tests {
         assert_eq!(generator_record(0), (91033, 50767, BASE_TS));
         assert_eq!(generator_record(1), (98634, 82036, BASE_TS + 1));
         assert_eq!(generator_record(2), (32184, 91215, BASE_TS + 2));
+    }
+
+    #[test]
+    fn a_rate_limit_spreads_the_events_over_time() {
+        let mut source = GeneratorSource::new(3_000).limited_to(10_000);
+        let mut out = Vec::new();
+        let began = Instant::now();
+        while source.read_batch(&mut out, 1_000).unwrap() {}
+        // 3 000 events at 10 000 per second take at least 0.3 s (a bound
+        // below, which a slow machine cannot break).
+        assert!(began.elapsed() >= Duration::from_millis(300));
+        assert_eq!(out.len(), 3_000);
     }
 
     #[test]

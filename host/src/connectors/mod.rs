@@ -250,8 +250,16 @@ pub fn open_source(
     ingest: Option<&std::sync::Arc<IngestLog>>,
 ) -> Result<Box<dyn Source>, ConnectorError> {
     Ok(match spec {
-        SourceSpec::Generator { events, users } => {
-            Box::new(GeneratorSource::with_users(*events, *users))
+        SourceSpec::Generator {
+            events,
+            users,
+            events_per_second,
+        } => {
+            let mut source = GeneratorSource::with_users(*events, *users);
+            if let Some(rate) = events_per_second {
+                source = source.limited_to(*rate);
+            }
+            Box::new(source)
         }
         SourceSpec::File { path } => Box::new(FileSource::open(path)?),
         SourceSpec::Kafka(kafka) => Box::new(KafkaSource::open(kafka)?),

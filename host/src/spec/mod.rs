@@ -62,6 +62,10 @@ pub enum SourceSpec {
         /// Distinct users (keys); the fixed workloads use the default 100 000.
         #[serde(default = "default_users")]
         users: u64,
+        /// At most this many events per second (from the start of each
+        /// run), like Flink's datagen `rows-per-second`; unlimited if unset.
+        #[serde(default)]
+        events_per_second: Option<u64>,
     },
     /// JSON lines from a file; one event per non-empty line.
     File { path: PathBuf },

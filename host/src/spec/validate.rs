@@ -83,9 +83,19 @@ impl PipelineSpec {
             ));
         }
         let source_name = match &self.source {
-            SourceSpec::Generator { users, .. } => {
+            SourceSpec::Generator {
+                users,
+                events_per_second,
+                ..
+            } => {
                 if *users == 0 {
                     return Err(field("source.users", "must be at least 1"));
+                }
+                if *events_per_second == Some(0) {
+                    return Err(field(
+                        "source.events_per_second",
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
                 }
                 "generator"
             }
@@ -297,6 +307,14 @@ mod tests {
         assert!(err.contains("source"), "{err}");
         assert!(err.contains("kafkaa"), "{err}");
         assert!(err.contains("generator"), "{err}");
+    }
+
+    #[test]
+    fn a_generator_rate_of_zero_is_refused() {
+        let err = error_of(&GOOD.replace("events = 1000", "events = 1000\nevents_per_second = 0"));
+        assert!(err.starts_with("source.events_per_second:"), "{err}");
+        let spec = GOOD.replace("events = 1000", "events = 1000\nevents_per_second = 5");
+        assert!(PipelineSpec::from_toml(&spec).is_ok());
     }
 
     #[test]

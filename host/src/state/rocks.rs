@@ -56,10 +56,10 @@ use rocksdb::{
     InfoLogger, LogLevel, MergeOperands, Options, PrefixRange, ReadOptions, WriteBatch,
     WriteOptions,
 };
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use super::rocks_timers::{RocksTimers, TIMERS_CF};
+use super::table::KeyTable;
 use super::{
     EntrySink, KeyState, KeyedStateBackend, MapEntries, StateEntry, StateError, StateId,
     append_value,
@@ -139,10 +139,10 @@ const CHECKPOINT_SCAN_CACHE_BYTES: usize = 8 << 20;
 /// sizes. A lookup among many keys is bound by cache misses: with the key
 /// and the value each behind a pointer, a hit was three dependent misses
 /// (comparing the key was 14 % of W2's subtask on RocksDB), inline it is one.
-type CacheKey = SmallVec<[u8; 24]>;
 type CacheValue = SmallVec<[u8; 16]>;
 
 /// One cached value: `None` is a known absence (or a clear to write back).
+#[derive(Default)]
 struct Cached {
     value: Option<CacheValue>,
     dirty: bool,
@@ -157,7 +157,7 @@ pub struct RocksDbBackend {
     write_opts: WriteOptions,
     read_opts: ReadOptions,
     /// Write-back cache of value state, keyed by the encoded RocksDB key.
-    cache: FxHashMap<CacheKey, Cached>,
+    cache: KeyTable<Cached, [u8; 24]>,
     cache_entries: usize,
     /// The encoded key of the current operation, reused so that lookups do
     /// not allocate.
@@ -214,7 +214,7 @@ impl RocksDbBackend {
             path: dir.to_path_buf(),
             write_opts,
             read_opts: ReadOptions::default(),
-            cache: FxHashMap::default(),
+            cache: KeyTable::default(),
             // A cache of zero entries would write back on every insert and
             // still hold one entry; say so plainly.
             cache_entries: options.cache_entries.max(1),
@@ -245,13 +245,12 @@ impl RocksDbBackend {
     /// read. A full cache is written back and emptied first.
     fn cache_put(&mut self, value: Option<&[u8]>, dirty: bool) -> Result<(), StateError> {
         if self.cache.len() >= self.cache_entries
-            && !self.cache.contains_key(self.key_buf.as_slice())
+            && self.cache.get(self.key_buf.as_slice()).is_none()
         {
             self.empty_cache()?;
         }
         let value = value.map(CacheValue::from_slice);
-        let key = CacheKey::from_slice(&self.key_buf);
-        self.cache.insert(key, Cached { value, dirty });
+        *self.cache.get_or_insert(&self.key_buf) = Cached { value, dirty };
         Ok(())
     }
 
@@ -270,8 +269,8 @@ impl RocksDbBackend {
         let mut batch = WriteBatch::default();
         for (key, cached) in self.cache.iter().filter(|(_, c)| c.dirty) {
             match &cached.value {
-                Some(value) => batch.put(&key[..], &value[..]),
-                None => batch.delete(&key[..]),
+                Some(value) => batch.put(key, &value[..]),
+                None => batch.delete(key),
             }
             if batch.len() >= WRITE_BACK_BATCH {
                 let full = std::mem::take(&mut batch);

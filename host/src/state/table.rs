@@ -14,25 +14,22 @@
 use std::hash::BuildHasher;
 
 use rustc_hash::FxBuildHasher;
-use smallvec::SmallVec;
+use smallvec::{Array, SmallVec};
 
-/// Keys up to this many bytes live inline in their slot.
-const INLINE_KEY: usize = 16;
-type Key = SmallVec<[u8; INLINE_KEY]>;
-
-/// An empty slot has hash 0; a key's hash is never 0.
-struct Slot<V> {
+/// An empty slot has hash 0; a key's hash is never 0. Keys up to `A`'s
+/// length live inline in their slot.
+struct Slot<V, A: Array<Item = u8>> {
     hash: u64,
-    key: Key,
+    key: SmallVec<A>,
     value: V,
 }
 
-pub(super) struct KeyTable<V> {
-    slots: Vec<Slot<V>>,
+pub(super) struct KeyTable<V, A: Array<Item = u8> = [u8; 16]> {
+    slots: Vec<Slot<V, A>>,
     len: usize,
 }
 
-impl<V: Default> Default for KeyTable<V> {
+impl<V: Default, A: Array<Item = u8>> Default for KeyTable<V, A> {
     fn default() -> Self {
         KeyTable {
             slots: Vec::new(),
@@ -45,7 +42,7 @@ fn hash_of(key: &[u8]) -> u64 {
     FxBuildHasher.hash_one(key) | 1
 }
 
-impl<V: Default> KeyTable<V> {
+impl<V: Default, A: Array<Item = u8>> KeyTable<V, A> {
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -105,7 +102,7 @@ impl<V: Default> KeyTable<V> {
             Err(i) => {
                 self.slots[i] = Slot {
                     hash,
-                    key: Key::from_slice(key),
+                    key: SmallVec::from_slice(key),
                     value: V::default(),
                 };
                 self.len += 1;
@@ -165,12 +162,37 @@ impl<V: Default> KeyTable<V> {
             .filter(|s| s.hash != 0)
             .map(|s| (&s.key[..], &s.value))
     }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slots
+            .iter_mut()
+            .filter(|s| s.hash != 0)
+            .map(|s| &mut s.value)
+    }
+
+    /// Empties the table, keeping its allocation.
+    pub(super) fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = empty());
+        self.len = 0;
+    }
+
+    /// Keeps only the keys `keep` accepts (rebuilding the table: a rare
+    /// operation, on restore).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&[u8], &V) -> bool) {
+        let old = std::mem::take(&mut self.slots);
+        self.len = 0;
+        for slot in old.into_iter().filter(|s| s.hash != 0) {
+            if keep(&slot.key, &slot.value) {
+                *self.get_or_insert(&slot.key) = slot.value;
+            }
+        }
+    }
 }
 
-fn empty<V: Default>() -> Slot<V> {
+fn empty<V: Default, A: Array<Item = u8>>() -> Slot<V, A> {
     Slot {
         hash: 0,
-        key: Key::new(),
+        key: SmallVec::new(),
         value: V::default(),
     }
 }
@@ -263,5 +285,24 @@ mod tests {
         assert_eq!(table.get(&keys[3]), None);
         *table.get_or_insert(b"") = 9;
         assert_eq!(table.get(b""), Some(&9));
+    }
+
+    #[test]
+    fn retain_and_clear_keep_what_they_should() {
+        let mut table = KeyTable::<u64, [u8; 24]>::default();
+        for i in 0..500u64 {
+            *table.get_or_insert(format!("key {i}").as_bytes()) = i;
+        }
+        table.retain(|_, v| v % 3 == 0);
+        assert_eq!(table.len(), 167);
+        assert_eq!(table.get(b"key 9"), Some(&9));
+        assert_eq!(table.get(b"key 10"), None);
+        table.values_mut().for_each(|v| *v += 1);
+        assert_eq!(table.get(b"key 9"), Some(&10));
+        table.clear();
+        assert_eq!(table.len(), 0);
+        assert_eq!(table.get(b"key 9"), None);
+        *table.get_or_insert(b"key 9") = 1;
+        assert_eq!(table.iter().count(), 1);
     }
 }
