@@ -148,10 +148,13 @@ impl<V: Default, A: Array<Item = u8>> KeyTable<V, A> {
             &mut self.slots,
             std::iter::repeat_with(empty).take(capacity).collect(),
         );
+        let mask = self.mask();
         for slot in old.into_iter().filter(|s| s.hash != 0) {
-            let Err(i) = self.find(slot.hash, &slot.key) else {
-                unreachable!("keys are distinct");
-            };
+            // The keys are distinct: the first empty slot of the run is its.
+            let mut i = self.home(slot.hash);
+            while self.slots[i].hash != 0 {
+                i = (i + 1) & mask;
+            }
             self.slots[i] = slot;
         }
     }
