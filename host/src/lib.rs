@@ -17,3 +17,5 @@ pub mod engine;
 pub mod runtime;
 pub mod spec;
 pub mod state;
+#[cfg(test)]
+mod test_rng;

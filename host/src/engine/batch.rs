@@ -64,15 +64,22 @@ fn encode_event(event: &PackedEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(&event.timestamp.unwrap_or(0).to_le_bytes());
 }
 
+/// The little-endian field at `at` of a packed record.
+fn u32_at(record: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn i64_at(record: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"))
+}
+
 /// An event's record, as `encode_event` wrote it (the host's own bytes).
 fn decode_event(record: &[u8]) -> PackedEvent {
-    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
     PackedEvent {
-        key_len: u32_at(0) as i32,
-        value_len: u32_at(4),
-        first_of_key: u32_at(8),
-        timestamp: (record[12] == 1)
-            .then(|| i64::from_le_bytes(record[16..24].try_into().expect("8 bytes"))),
+        key_len: u32_at(record, 0) as i32,
+        value_len: u32_at(record, 4),
+        first_of_key: u32_at(record, 8),
+        timestamp: (record[12] == 1).then(|| i64_at(record, 16)),
     }
 }
 
@@ -316,7 +323,6 @@ const OPS: [ChangeOp; 10] = [
 const DOMAINS: [TimeDomain; 2] = [TimeDomain::EventTime, TimeDomain::ProcessingTime];
 
 fn decode(record: &[u8; CHANGE_SIZE], index: usize) -> Result<PackedChange, String> {
-    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
     let op = OPS
         .get(usize::from(record[4]))
         .ok_or_else(|| format!("change {index} has op {}, not a change-op", record[4]))?;
@@ -331,14 +337,14 @@ fn decode(record: &[u8; CHANGE_SIZE], index: usize) -> Result<PackedChange, Stri
         ));
     }
     Ok(PackedChange {
-        item: u32_at(0),
+        item: u32_at(record, 0),
         op: *op,
         domain: *domain,
-        state: u32_at(8),
-        name_len: u32_at(12) as i32,
-        key_len: u32_at(16) as i32,
-        value_len: u32_at(20) as i32,
-        timestamp: i64::from_le_bytes(record[24..32].try_into().expect("8 bytes")),
+        state: u32_at(record, 8),
+        name_len: u32_at(record, 12) as i32,
+        key_len: u32_at(record, 16) as i32,
+        value_len: u32_at(record, 20) as i32,
+        timestamp: i64_at(record, 24),
     })
 }
 

@@ -660,6 +660,7 @@ impl TimerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::rng;
     use std::collections::BTreeMap;
 
     const ET: TimeDomain = TimeDomain::EventTime;
@@ -950,16 +951,6 @@ mod tests {
         t.pop_due(ET, 2, &mut out);
         let keys: Vec<&[u8]> = out.iter().map(|f| f.key.as_slice()).collect();
         assert_eq!(keys, vec![&b"a"[..], &inline, &long, &longer]);
-    }
-
-    /// xorshift64: deterministic, so a failure reproduces.
-    fn rng(mut seed: u64) -> impl FnMut(u64) -> u64 {
-        move |n| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        }
     }
 
     #[test]

@@ -203,19 +203,8 @@ fn empty<V: Default, A: Array<Item = u8>>() -> Slot<V, A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::rng;
     use std::collections::HashMap;
-
-    /// A small deterministic generator (xorshift), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
 
     /// Every key in the table is reachable from its home slot without
     /// crossing an empty slot, and `len` counts the keys.
@@ -229,19 +218,19 @@ mod tests {
 
     #[test]
     fn behaves_like_a_hash_map_under_random_inserts_updates_and_removals() {
-        let mut rng = Rng(0x5eed);
+        let mut next = rng(0x5eed);
         let mut table = KeyTable::<u64>::default();
         let mut model = HashMap::<Vec<u8>, u64>::new();
         for step in 0..200_000u64 {
             // Few distinct keys, so that runs collide and removals shift;
             // some too long to be inline.
-            let n = rng.next() % 3_000;
+            let n = next(3_000);
             let key = if n.is_multiple_of(7) {
                 format!("a long key that does not fit inline {n}").into_bytes()
             } else {
                 n.to_string().into_bytes()
             };
-            match rng.next() % 4 {
+            match next(4) {
                 0 | 1 => {
                     *table.get_or_insert(&key) = step;
                     model.insert(key.clone(), step);
