@@ -54,6 +54,24 @@ if ! command -v make >/dev/null; then
     exit 1
   fi
 fi
+# librdkafka is built with TLS and SASL (rdkafka's `ssl` and `gssapi`
+# features, docs/kafka.md): it compiles against the system's OpenSSL and
+# Cyrus SASL headers, found with pkg-config.
+kafka_dev=()
+command -v pkg-config >/dev/null || kafka_dev+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || kafka_dev+=(libssl-dev)
+[ -e /usr/include/sasl/sasl.h ] || kafka_dev+=(libsasl2-dev)
+if [ ${#kafka_dev[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    $sudo apt-get install -y --no-install-recommends "${kafka_dev[@]}" ||
+      { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${kafka_dev[@]}"; }
+  else
+    echo "error: ${kafka_dev[*]} missing (needed to build librdkafka with TLS and SASL); install your distribution's OpenSSL and Cyrus SASL development packages and pkg-config" >&2
+    exit 1
+  fi
+fi
 
 # Python plugins (docs/python.md) are built with componentize-py, which
 # bundles a wasm CPython. It goes into a venv of its own (no global pip
