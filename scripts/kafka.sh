@@ -4,6 +4,7 @@
 # crates.io), since these machines have neither Docker nor a JVM Kafka.
 #
 #   scripts/kafka.sh install     build tansu into the cache if it is missing
+#   scripts/kafka.sh installed   exits 0 if it is there (install has nothing to do)
 #   scripts/kafka.sh start [--port N] [--storage URL] [--dir DIR]
 #                                run it on 127.0.0.1 in the background; prints
 #                                the bootstrap address (127.0.0.1:PORT)
@@ -64,9 +65,14 @@ fetch_crate() {
   tar -xzf "$file" -C "$into"
 }
 
+# Whether the patched tansu of this version is built (install then does nothing).
+installed() {
+  [ -x "$tansu" ] && [ "$(installed_version)" = "$TANSU_VERSION" ] \
+    && [ "$(cat "$root/patch.sha256" 2>/dev/null)" = "$(patch_sum)" ]
+}
+
 install() {
-  if [ -x "$tansu" ] && [ "$(installed_version)" = "$TANSU_VERSION" ] \
-    && [ "$(cat "$root/patch.sha256" 2>/dev/null)" = "$(patch_sum)" ]; then
+  if installed; then
     return 0
   fi
   command -v cargo >/dev/null || die "cargo is not installed; see https://rustup.rs"
@@ -217,6 +223,7 @@ command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
   install) install ;;
+  installed) installed ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
   status) status "$@" ;;

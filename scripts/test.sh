@@ -5,10 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+# shellcheck source=scripts/cargo-env.sh
+source scripts/cargo-env.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/setup.sh
+# Every tool the build needs is installed by scripts/setup.sh, also on a
+# machine that has none of them.
+scripts/check-fresh.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # Release: the end-to-end tests push millions of events through the engine.
