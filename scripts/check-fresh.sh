@@ -95,6 +95,52 @@ for s in scripts/weir scripts/test.sh; do
 done
 echo "check-fresh: the README's first command is '$first'; it and scripts/test.sh share scripts/cargo-env.sh's target directory"
 
+# ... and one build: every unit (crate, features, profile, and the same of
+# all its dependencies) that scripts/weir's build compiles is one the test
+# build needs as it is, so neither compiles anything twice. Read from
+# cargo's unit graphs (an unstable output, hence RUSTC_BOOTSTRAP; nothing
+# is built).
+first_build=$(grep '^cargo build ' scripts/weir | sed 's/ --manifest-path "[^"]*"//')
+unit_graph() {
+  RUSTC_BOOTSTRAP=1 cargo "$@" -Z unstable-options --unit-graph 2>/dev/null
+}
+if [ -z "$first_build" ]; then
+  fail "scripts/weir has no 'cargo build' line to compare with the test build"
+elif ! command -v python3 >/dev/null; then
+  echo "check-fresh: skipped comparing the two builds (no python3)"
+else
+  # shellcheck disable=SC2086
+  unit_graph ${first_build#cargo } >"${TMPDIR:-/tmp}/weir-first.json" &&
+    unit_graph test --workspace --release --no-run >"${TMPDIR:-/tmp}/weir-test.json" ||
+    fail "cargo could not print the unit graphs of the two builds"
+  rebuilt=$(python3 - "${TMPDIR:-/tmp}/weir-first.json" "${TMPDIR:-/tmp}/weir-test.json" <<'PY'
+import json, sys
+
+def deep_keys(path):
+    units = json.load(open(path))["units"]
+    memo = {}
+    def key(i):
+        if i not in memo:
+            u = units[i]
+            own = (u["pkg_id"], u["target"]["name"], tuple(u["target"]["kind"]), u["mode"],
+                   tuple(sorted(u["features"])), u.get("platform"),
+                   json.dumps(u["profile"], sort_keys=True))
+            memo[i] = hash((own, tuple(sorted(key(d["index"]) for d in u["dependencies"]))))
+        return memo[i]
+    return [(key(i), units[i]["pkg_id"]) for i in range(len(units))]
+
+test = {k for k, _ in deep_keys(sys.argv[2])}
+print(" ".join(sorted({p.split("#")[-1] for k, p in deep_keys(sys.argv[1]) if k not in test})))
+PY
+)
+  rm -f "${TMPDIR:-/tmp}/weir-first.json" "${TMPDIR:-/tmp}/weir-test.json"
+  if [ -n "$rebuilt" ]; then
+    fail "the test build compiles again what '$first_build' compiled, differently: $rebuilt"
+  else
+    echo "check-fresh: '$first_build' compiles nothing the test build would compile again"
+  fi
+fi
+
 # --- 3. A fresh machine, simulated.
 # Run inside the namespace: hides need $1 from setup.sh's probes.
 hide() {
