@@ -2,10 +2,14 @@
 
 mod client;
 mod cross_language;
+mod durability;
 mod event_time;
 mod fake_server;
+mod http_guard;
 mod js;
 mod kafka;
+mod kafka_api;
+mod liveness;
 mod plugin_new;
 mod plugins_extra;
 mod python;
@@ -19,6 +23,7 @@ mod state;
 mod support;
 mod swap;
 mod tansu;
+mod trust_paths;
 
 /// Every plugin in plugins/ has a test named after it, or this fails to build.
 mod tested {

@@ -5,7 +5,8 @@
 //! the engine's artifact cache, so neither a pipeline start nor a restart of
 //! the server compiles it again. On disk, under `<data-dir>/plugins`:
 //! `<digest>.wasm` and `<digest>.json` (its metadata), each written to a
-//! temporary name and renamed, so a crash never leaves half a plugin.
+//! temporary name, fsynced and renamed, so a crash never leaves half a
+//! plugin and an acknowledged upload survives a power loss.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use super::upload_gate::UploadGate;
 use crate::engine::{Engine, EngineError};
 use crate::runtime::SubtaskHost;
 
@@ -48,9 +50,9 @@ pub enum RegistryError {
 pub struct Registry {
     dir: PathBuf,
     index: Mutex<BTreeMap<String, PluginInfo>>,
-    /// One upload at a time: two uploads of the same bytes must not write
-    /// the same files at once (uploads are rare; compiling dominates).
-    uploading: Mutex<()>,
+    /// Two uploads of the same bytes must not write the same files at once;
+    /// uploads of different bytes compile side by side, boundedly.
+    uploading: UploadGate,
 }
 
 impl Registry {
@@ -60,7 +62,7 @@ impl Registry {
             path: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::durable::create_dir_all(dir).map_err(io)?;
         let mut index = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -81,7 +83,7 @@ impl Registry {
         Ok(Self {
             dir: dir.to_owned(),
             index: Mutex::new(index),
-            uploading: Mutex::new(()),
+            uploading: UploadGate::default(),
         })
     }
 
@@ -95,7 +97,7 @@ impl Registry {
         version: Option<&str>,
     ) -> Result<(PluginInfo, bool), RegistryError> {
         let digest = hex::encode(sha2::Sha256::digest(bytes));
-        let _one_at_a_time = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut turn = self.uploading.digest(&digest);
         if let Some(info) = self.get(&digest) {
             return Ok((info, false));
         }
@@ -109,6 +111,7 @@ impl Registry {
             }
         }
         // Compiles (into the engine's artifact cache) and checks the world.
+        turn.compile_slot();
         engine.load::<SubtaskHost>(bytes)?;
         let info = PluginInfo {
             digest: digest.clone(),
@@ -178,14 +181,10 @@ impl Registry {
     }
 }
 
+/// Durable before the upload is answered: fsynced, renamed, directory
+/// fsynced (`durable::write_atomic`).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    // A temporary name of its own per file (`<digest>.wasm.tmp`).
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| RegistryError::Io {
+    crate::durable::write_atomic(path, bytes).map_err(|source| RegistryError::Io {
             path: path.to_owned(),
             source,
         })

@@ -7,7 +7,9 @@
 //! CRC32 of every file. It is written as `chk-<id>.inprogress` and renamed
 //! once complete, so a half-written checkpoint never looks like one; a
 //! restore checks every file against the manifest and falls back to the
-//! previous checkpoint when one does not match.
+//! previous checkpoint when one does not match (and says so). A pipeline
+//! whose checkpoints all fail to verify does not run: it never starts over
+//! from nothing unless the user asks (`--fresh`, `from_scratch`).
 //!
 //! Keyed state is stored either natively (a RocksDB checkpoint: hard-linked
 //! SST files, so unchanged data is not copied again) or portably (framed
@@ -51,6 +53,20 @@ pub enum CheckpointError {
     Corrupt(String),
     #[error("the checkpoint cannot be restored into this pipeline: {0}")]
     Incompatible(String),
+    /// Checkpoints exist but none can be restored: the pipeline must not
+    /// start over on its own.
+    #[error(
+        "no checkpoint in {} can be restored ({}); the pipeline does not start over from \
+         nothing on its own: repair or restore the checkpoints, or start it from scratch \
+         (`weir pipeline start --from-scratch`, `POST .../start {{\"from_scratch\": true}}`, \
+         `weir run --fresh`), which discards its state and rewrites its output",
+        .root.display(),
+        .problems.join("; ")
+    )]
+    Unusable {
+        root: PathBuf,
+        problems: Vec<String>,
+    },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -187,39 +203,24 @@ fn feed<T>(
     }
 }
 
-/// Where a run of `spec` starts: its own newest usable checkpoint, else the
-/// spec's `restore_from`, else nothing. `fresh` forgets its own checkpoints
-/// first. Unusable checkpoints are reported through `report` and skipped; a
+/// Where a run of `spec` starts: its own newest checkpoint that verifies,
+/// else (it has none at all) the spec's `restore_from`, else nothing.
+/// `fresh` (the user asked to start from scratch) forgets its own
+/// checkpoints first. Unusable checkpoints are reported through `report`
+/// and skipped in favour of an older one that verifies; if none verifies
+/// this is `CheckpointError::Unusable` (see `CheckpointStore::resume`). A
 /// `restore_from` that does not verify is an error (the user asked for it).
 pub fn resume_point(
     spec: &crate::spec::PipelineSpec,
     fresh: bool,
-    mut report: impl FnMut(&str),
+    report: impl FnMut(&str),
 ) -> Result<Option<LoadedCheckpoint>, CheckpointError> {
     if let Some(c) = &spec.checkpoint {
         let store = CheckpointStore::new(&c.dir, &spec.name);
         if fresh {
             store.clear()?;
-        } else {
-            let mut unusable = 0;
-            let latest = store.latest_valid(true, |problem| {
-                unusable += 1;
-                report(problem);
-            });
-            if latest.is_some() {
-                return Ok(latest);
-            }
-            if unusable > 0 {
-                report(&format!(
-                    "no usable checkpoint left in {}; starting {}",
-                    store.root().display(),
-                    if spec.restore_from.is_some() {
-                        "from restore_from"
-                    } else {
-                        "from the beginning"
-                    }
-                ));
-            }
+        } else if let Some(latest) = store.resume(report)? {
+            return Ok(Some(latest));
         }
     }
     match &spec.restore_from {

@@ -89,7 +89,7 @@ impl CheckpointStore {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
+        crate::durable::create_dir_all(&dir).map_err(|e| CheckpointError::io(&dir, e))?;
         Ok(dir)
     }
 
@@ -109,13 +109,13 @@ impl CheckpointStore {
             .join(format!("{COMPLETE_PREFIX}{}{IN_PROGRESS}", manifest.id));
         let previous = self.ids().last().and_then(|&id| {
             let dir = self.dir_of(id);
-            read_manifest(&dir).ok().map(|m| (dir, m.files))
+            read_manifest(&dir).ok().map(|m| (id, dir, m.files))
         });
         manifest.files = list_files(
             &dir,
             previous
                 .as_ref()
-                .map(|(dir, files)| (dir.as_path(), files.as_slice())),
+                .map(|(id, dir, files)| (*id, dir.as_path(), files.as_slice())),
         )?;
         manifest.size_bytes = manifest.files.iter().map(|f| f.size).sum();
         write_manifest(&dir, manifest)?;
@@ -146,10 +146,75 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// Where the pipeline resumes: its newest checkpoint that verifies, or
+    /// `None` if it never completed one. Never silently nothing when it
+    /// did: if no checkpoint verifies (or every one was set aside as
+    /// corrupt earlier), this is `CheckpointError::Unusable`, naming each
+    /// checkpoint and why. Falling back past unusable checkpoints to an
+    /// older one is reported through `report`, and the corrupt ones it
+    /// skipped are renamed `chk-<id>.corrupt` so they are never tried again.
+    pub fn resume(
+        &self,
+        mut report: impl FnMut(&str),
+    ) -> Result<Option<LoadedCheckpoint>, CheckpointError> {
+        let mut problems = Vec::new();
+        let mut corrupt = Vec::new();
+        for id in self.ids().into_iter().rev() {
+            let dir = self.dir_of(id);
+            match load_checkpoint(&dir) {
+                Ok(loaded) => {
+                    if !problems.is_empty() {
+                        report(&format!(
+                            "resuming from checkpoint {id}, the newest that verifies; skipped: {}",
+                            problems.join("; ")
+                        ));
+                        for id in corrupt {
+                            self.set_aside(id);
+                        }
+                    }
+                    return Ok(Some(loaded));
+                }
+                Err(e) => {
+                    let problem = format!("checkpoint {id} ({}) is unusable: {e}", dir.display());
+                    report(&problem);
+                    if matches!(e, CheckpointError::Corrupt(_)) {
+                        corrupt.push(id);
+                    }
+                    problems.push(problem);
+                }
+            }
+        }
+        for name in self.names() {
+            if let Some(id) = name
+                .strip_suffix(CORRUPT)
+                .and_then(|n| n.strip_prefix(COMPLETE_PREFIX))
+            {
+                problems.push(format!(
+                    "checkpoint {id} was set aside as corrupt ({})",
+                    self.root.join(&name).display()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(None)
+        } else {
+            Err(CheckpointError::Unusable {
+                root: self.root.clone(),
+                problems,
+            })
+        }
+    }
+
+    fn set_aside(&self, id: u64) {
+        let aside = self.root.join(format!("{COMPLETE_PREFIX}{id}{CORRUPT}"));
+        let _ = std::fs::remove_dir_all(&aside);
+        let _ = std::fs::rename(self.dir_of(id), &aside);
+    }
+
     /// The newest checkpoint that verifies. Each one that does not is
     /// reported through `report` and the one before it is tried. With
-    /// `set_aside` (only the pipeline's own restore), a corrupt one is
-    /// renamed `chk-<id>.corrupt` so it is never tried again.
+    /// `set_aside`, a corrupt one is renamed `chk-<id>.corrupt` so it is
+    /// never tried again.
     pub fn latest_valid(
         &self,
         set_aside: bool,
@@ -165,9 +230,7 @@ impl CheckpointStore {
                         dir.display()
                     ));
                     if set_aside && matches!(e, CheckpointError::Corrupt(_)) {
-                        let aside = self.root.join(format!("{COMPLETE_PREFIX}{id}{CORRUPT}"));
-                        let _ = std::fs::remove_dir_all(&aside);
-                        let _ = std::fs::rename(&dir, &aside);
+                        self.set_aside(id);
                     }
                 }
             }
@@ -349,17 +412,27 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
         .map_err(|e| CheckpointError::io(dir, e))
 }
 
-/// Every file under `dir` with size and CRC32. A file that is the very same
-/// file (a hard link: same device and inode) as one of the previous
-/// checkpoint's is an unchanged SST: its CRC is taken over, not recomputed.
+/// Every file under `dir` with size and CRC32, each computed from the
+/// file's bytes now. A file that is the very same file (a hard link: same
+/// device and inode) as one of the previous checkpoint's (`id`, `dir`,
+/// files) is an SST they share: its CRC must still be the one recorded
+/// there, else the file changed on disk after that checkpoint (both are
+/// damaged) and this checkpoint fails rather than certify it. Taking the
+/// old CRC over unread would seal a checkpoint whose bytes no one checked.
+/// Reading shared files costs I/O per checkpoint (mostly from the page
+/// cache, as they were just linked); it buys a manifest that says what
+/// was on disk when it was written.
 fn list_files(
     dir: &Path,
-    previous: Option<(&Path, &[FileEntry])>,
+    previous: Option<(u64, &Path, &[FileEntry])>,
 ) -> Result<Vec<FileEntry>, CheckpointError> {
     use std::os::unix::fs::MetadataExt;
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(current) = stack.pop() {
+        // The names in every directory are made durable with the files
+        // (each file's data was fsynced by whoever wrote it).
+        sync_dir(&current)?;
         let entries = std::fs::read_dir(&current).map_err(|e| CheckpointError::io(&current, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| CheckpointError::io(&current, e))?;
@@ -379,17 +452,24 @@ fn list_files(
             if rel == MANIFEST || rel == MANIFEST_CRC {
                 continue;
             }
-            let reused = previous.and_then(|(previous_dir, files)| {
+            let shared = previous.and_then(|(id, previous_dir, files)| {
                 let same = std::fs::metadata(previous_dir.join(&rel))
                     .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
                 files
                     .iter()
-                    .find(|f| same && f.path == rel && f.size == meta.len())
+                    .find(|f| same && f.path == rel)
+                    .map(|f| (id, f))
             });
-            let (size, crc32) = match reused {
-                Some(f) => (f.size, f.crc32),
-                None => checksum(&path)?,
-            };
+            let (size, crc32) = checksum(&path)?;
+            if let Some((id, f)) = shared
+                && (f.size, f.crc32) != (size, crc32)
+            {
+                return Err(CheckpointError::Corrupt(format!(
+                    "{rel} is shared with checkpoint {id} but changed on disk since: it has {size} \
+                     bytes, crc32 {crc32:08x}; checkpoint {id} recorded {} bytes, crc32 {:08x}",
+                    f.size, f.crc32
+                )));
+            }
             files.push(FileEntry {
                 path: rel,
                 size,
@@ -415,5 +495,195 @@ fn checksum(path: &Path) -> Result<(u64, u32), CheckpointError> {
         }
         hasher.update(&buf[..n]);
         size += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::checkpoint::{PluginIdentity, SourceCheckpoint};
+    use crate::runtime::key_groups::key_group;
+    use crate::runtime::watermarks::WatermarkSnapshot;
+    use crate::state::{KeyedStateBackend, RocksDbBackend, RocksDbOptions};
+
+    fn manifest(id: u64) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            id,
+            kind: SnapshotKind::Checkpoint,
+            created_ms: 0,
+            duration_ms: 0,
+            size_bytes: 0,
+            finished: false,
+            pipeline: "p".into(),
+            spec: serde_json::Value::Null,
+            key_by: "record-key".into(),
+            plugin: PluginIdentity {
+                digest: "d".into(),
+                config: serde_json::Value::Null,
+                state_version: 0,
+            },
+            source: SourceCheckpoint {
+                position: Vec::new(),
+                records: id,
+                watermarks: WatermarkSnapshot {
+                    watermark: 0,
+                    split_max_timestamps: Vec::new(),
+                },
+            },
+            subtasks: Vec::new(),
+            sinks: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Completes checkpoint `id` with one file of `bytes`.
+    fn small_checkpoint(store: &CheckpointStore, id: u64, bytes: &[u8]) {
+        let dir = store.in_progress_dir(id).unwrap();
+        std::fs::create_dir_all(dir.join("subtask-0")).unwrap();
+        std::fs::write(dir.join("subtask-0/state.bin"), bytes).unwrap();
+        store.complete(&mut manifest(id)).unwrap();
+    }
+
+    /// Completes checkpoint `id` holding a RocksDB checkpoint of `backend`.
+    fn rocks_checkpoint(
+        store: &CheckpointStore,
+        id: u64,
+        backend: &mut RocksDbBackend,
+    ) -> Result<PathBuf, CheckpointError> {
+        let dir = store.in_progress_dir(id).unwrap();
+        assert!(
+            backend
+                .native_checkpoint(&dir.join("subtask-0/rocksdb"))
+                .unwrap()
+        );
+        store.complete(&mut manifest(id))
+    }
+
+    fn fill(backend: &mut RocksDbBackend, keys: std::ops::Range<u32>) {
+        for i in keys {
+            let key = format!("user-{i}");
+            backend
+                .value_set(key_group(key.as_bytes()), 0, key.as_bytes(), &[7; 100])
+                .unwrap();
+        }
+    }
+
+    fn flip_byte_in_the_middle(path: &Path) {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let at = file.metadata().unwrap().len() / 2;
+        let mut byte = [0u8];
+        file.seek(SeekFrom::Start(at)).unwrap();
+        file.read_exact(&mut byte).unwrap();
+        file.seek(SeekFrom::Start(at)).unwrap();
+        file.write_all(&[byte[0] ^ 0x01]).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_in_an_sst_shared_by_retained_checkpoints_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(&tmp.path().join("checkpoints"), "p");
+        let options = RocksDbOptions {
+            cache_entries: 64,
+            block_cache_bytes: 1 << 20,
+        };
+        let mut backend = RocksDbBackend::open(&tmp.path().join("work"), options).unwrap();
+        fill(&mut backend, 0..2000);
+        let first = rocks_checkpoint(&store, 1, &mut backend).unwrap();
+        fill(&mut backend, 2000..2100);
+        let second = rocks_checkpoint(&store, 2, &mut backend).unwrap();
+
+        // An SST both hold: one file, hard-linked.
+        let rocks = Path::new("subtask-0/rocksdb");
+        let shared = std::fs::read_dir(first.join(rocks))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "sst")
+                    && std::fs::metadata(second.join(rocks).join(p.file_name().unwrap()))
+                        .is_ok_and(|m| m.ino() == std::fs::metadata(p).unwrap().ino())
+            })
+            .expect("the checkpoints share an SST");
+        let name = shared.file_name().unwrap().to_string_lossy().into_owned();
+        flip_byte_in_the_middle(&shared);
+
+        // Neither checkpoint restores, and the pipeline does not start over.
+        let mut reported = Vec::new();
+        let err = store
+            .resume(|p| reported.push(p.to_owned()))
+            .expect_err("nothing verifies");
+        let message = err.to_string();
+        assert!(matches!(err, CheckpointError::Unusable { .. }), "{message}");
+        assert!(
+            message.contains("checkpoint 2") && message.contains("checkpoint 1"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&name) && message.contains("checksum"),
+            "{message}"
+        );
+        assert!(!message.contains("set aside"), "nothing was set aside");
+        assert_eq!(store.ids(), [1, 2], "the checkpoints stay where they were");
+
+        // The working database shares that SST too: a new checkpoint that
+        // links it is refused instead of certified with the old CRC.
+        let err = rocks_checkpoint(&store, 3, &mut backend).expect_err("the SST changed");
+        assert!(
+            err.to_string().contains(&name) && err.to_string().contains("changed on disk"),
+            "{err}"
+        );
+        assert_eq!(store.ids(), [1, 2]);
+    }
+
+    #[test]
+    fn resume_falls_back_to_an_older_checkpoint_that_verifies_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(tmp.path(), "p");
+        small_checkpoint(&store, 1, b"one");
+        small_checkpoint(&store, 2, b"two, longer");
+        let state = store.dir_of(2).join("subtask-0/state.bin");
+        std::fs::write(&state, b"two").unwrap();
+        let mut reported = Vec::new();
+        let resumed = store
+            .resume(|p| reported.push(p.to_owned()))
+            .unwrap()
+            .expect("checkpoint 1 verifies");
+        assert_eq!(resumed.manifest.id, 1);
+        let said = reported.join("\n");
+        assert!(
+            said.contains("checkpoint 2") && said.contains("state.bin"),
+            "{said}"
+        );
+        assert!(said.contains("resuming from checkpoint 1"), "{said}");
+        assert!(store.root().join("chk-2.corrupt").exists());
+        assert_eq!(store.ids(), [1]);
+    }
+
+    #[test]
+    fn resume_starts_from_nothing_only_when_there_never_was_a_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(tmp.path(), "p");
+        assert!(store.resume(|_| {}).unwrap().is_none());
+        small_checkpoint(&store, 1, b"one");
+        std::fs::remove_file(store.dir_of(1).join(MANIFEST)).unwrap();
+        let err = store.resume(|_| {}).expect_err("checkpoint 1 is unusable");
+        assert!(
+            err.to_string().contains("checkpoint 1") && err.to_string().contains("from scratch"),
+            "{err}"
+        );
+        // Set aside earlier, and nothing else left: still not a fresh start.
+        std::fs::rename(store.dir_of(1), store.root().join("chk-1.corrupt")).unwrap();
+        let err = store.resume(|_| {}).expect_err("its only checkpoint was corrupt");
+        assert!(err.to_string().contains("set aside"), "{err}");
+        store.clear().unwrap();
+        assert!(store.resume(|_| {}).unwrap().is_none());
     }
 }

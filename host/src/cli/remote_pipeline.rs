@@ -70,8 +70,13 @@ pub(crate) enum PipelineCommand {
     Start {
         name: String,
         /// Start from this savepoint instead.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_scratch")]
         from: Option<PathBuf>,
+        /// Forget the pipeline's checkpoints and start over from nothing:
+        /// its state is dropped and its file outputs are rewritten. Without
+        /// it, a pipeline whose checkpoints cannot be restored stays failed.
+        #[arg(long)]
+        from_scratch: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -105,12 +110,12 @@ pub(crate) fn run(command: PipelineCommand) -> anyhow::Result<()> {
             remote,
         } => create(&spec, plugin.as_deref(), &remote),
         PipelineCommand::List { remote } => {
-            let answer = remote.client().get("/v1/pipelines")?;
+            let answer = remote.client()?.get("/v1/pipelines")?;
             remote.print(&answer, pipeline_table);
             Ok(())
         }
         PipelineCommand::Status { name, remote } => {
-            let answer = remote.client().get(&pipeline_path(&name, ""))?;
+            let answer = remote.client()?.get(&pipeline_path(&name, ""))?;
             remote.print(&answer, status_block);
             Ok(())
         }
@@ -134,7 +139,7 @@ pub(crate) fn run(command: PipelineCommand) -> anyhow::Result<()> {
                 body["to"] = server_path(&to)?;
             }
             let answer = remote
-                .client()
+                .client()?
                 .post(&pipeline_path(&name, "/stop"), &body)?;
             remote.print(&answer, |status| match status["savepoint"].as_str() {
                 Some(path) => format!("stopped {name}; savepoint at {path}"),
@@ -142,13 +147,21 @@ pub(crate) fn run(command: PipelineCommand) -> anyhow::Result<()> {
             });
             Ok(())
         }
-        PipelineCommand::Start { name, from, remote } => {
+        PipelineCommand::Start {
+            name,
+            from,
+            from_scratch,
+            remote,
+        } => {
             let mut body = json!({});
             if let Some(from) = from {
                 body["from"] = server_path(&from)?;
             }
+            if from_scratch {
+                body["from_scratch"] = json!(true);
+            }
             let answer = remote
-                .client()
+                .client()?
                 .post(&pipeline_path(&name, "/start"), &body)?;
             remote.print(&answer, |status| {
                 format!("started {name} ({})", cell(&status["state"]))
@@ -156,13 +169,13 @@ pub(crate) fn run(command: PipelineCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PipelineCommand::Delete { name, remote } => {
-            let answer = remote.client().delete(&pipeline_path(&name, ""))?;
+            let answer = remote.client()?.delete(&pipeline_path(&name, ""))?;
             remote.print(&answer, |_| format!("deleted {name}"));
             Ok(())
         }
         PipelineCommand::Checkpoint { name, remote } => {
             let answer = remote
-                .client()
+                .client()?
                 .post(&pipeline_path(&name, "/checkpoints"), &json!({}))?;
             remote.print(&answer, |c| {
                 format!(
@@ -192,7 +205,7 @@ pub(crate) fn server_path(path: &Path) -> anyhow::Result<Value> {
 }
 
 fn create(spec_path: &Path, plugin: Option<&str>, remote: &Remote) -> anyhow::Result<()> {
-    let client = remote.client();
+    let client = remote.client()?;
     let mut spec = spec_json::read_spec(spec_path)?;
     let digest = match plugin {
         Some(plugin) => Some(PluginArg::parse(plugin).into_digest(&client)?.0),
@@ -223,7 +236,7 @@ fn upload_digest(client: &Client, file: &Path) -> anyhow::Result<String> {
 }
 
 fn swap(name: &str, plugin: &str, config: Option<&str>, remote: &Remote) -> anyhow::Result<()> {
-    let client = remote.client();
+    let client = remote.client()?;
     let config: Option<Value> = config
         .map(|c| serde_json::from_str(c).context("--config is not JSON"))
         .transpose()?;
@@ -248,7 +261,7 @@ fn swap(name: &str, plugin: &str, config: Option<&str>, remote: &Remote) -> anyh
 const MAX_RETRIES: u32 = 120;
 
 fn send(name: &str, file: &Path, remote: &Remote) -> anyhow::Result<()> {
-    let client = remote.client();
+    let client = remote.client()?;
     let reader = std::io::BufReader::new(
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
     );

@@ -24,7 +24,9 @@ pub(crate) struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
-    /// Ignore (and delete) the pipeline's checkpoints and start over.
+    /// Ignore (and delete) the pipeline's checkpoints and start over: its
+    /// exactly-once file outputs are rewritten from nothing. Without it, a
+    /// pipeline whose checkpoints cannot be restored does not run.
     #[arg(long)]
     fresh: bool,
     /// Stop after this many source records (counted from the pipeline's
@@ -113,6 +115,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
         report: Some(|line| eprintln!("  {line}")),
         ingest: None,
         inspect: false,
+        start_over: args.fresh,
     };
     let pipeline = Pipeline::start(&engine, &spec, &component, started, options)
         .with_context(|| format!("starting pipeline {:?}", spec.name))?;

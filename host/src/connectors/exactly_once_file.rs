@@ -10,6 +10,11 @@
 //! cut off anything committed after the restored checkpoint. Readers of the
 //! output only ever see committed records, and a crash at any instant
 //! followed by a restore leaves the output as an uninterrupted run would.
+//!
+//! Committed output is only ever cut back to what a restored checkpoint
+//! committed. With nothing to restore, an output that holds records was
+//! committed by checkpoints that are gone: it is refused, not emptied,
+//! unless the user asked to start over (`FileSinkStart::Overwrite`).
 
 use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
@@ -37,6 +42,17 @@ pub struct StagedEpoch {
     pub len: u64,
 }
 
+/// How an exactly-once file sink starts.
+#[derive(Debug, Clone, Copy)]
+pub enum FileSinkStart<'a> {
+    /// Bring the output back to exactly what this checkpoint committed.
+    Restore(&'a FileSinkState),
+    /// Nothing to restore: the output must be missing or empty.
+    Empty,
+    /// The user asked to start from scratch: the output is emptied.
+    Overwrite,
+}
+
 pub struct ExactlyOnceFileSink {
     path: PathBuf,
     staging: PathBuf,
@@ -52,10 +68,11 @@ fn staged_name(checkpoint: u64) -> String {
 }
 
 impl ExactlyOnceFileSink {
-    /// Opens the sink. Without `restore` the output starts empty; with it,
-    /// the output is brought back to exactly what `restore`'s checkpoint
-    /// committed (finishing commits a crash interrupted).
-    pub fn open(path: &Path, restore: Option<&FileSinkState>) -> Result<Self, ConnectorError> {
+    /// Opens the sink. With `Restore` the output is brought back to exactly
+    /// what that checkpoint committed (finishing commits a crash
+    /// interrupted); with `Empty` an output holding anything is refused
+    /// and left as it is; with `Overwrite` it is emptied.
+    pub fn open(path: &Path, start: FileSinkStart<'_>) -> Result<Self, ConnectorError> {
         let open_err = |source| ConnectorError::Open {
             path: path.to_owned(),
             source,
@@ -83,9 +100,19 @@ impl ExactlyOnceFileSink {
             open: None,
             state: FileSinkState::default(),
         };
-        match restore {
-            None => sink.output.set_len(0).map_err(|e| sink.err(e))?,
-            Some(state) => sink.recover(state)?,
+        match start {
+            FileSinkStart::Restore(state) => sink.recover(state)?,
+            FileSinkStart::Empty => {
+                let len = sink.output.metadata().map_err(|e| sink.err(e))?.len();
+                if len > 0 {
+                    return Err(sink.inconsistent(format!(
+                        "it holds {len} bytes that earlier runs committed, and there is no \
+                         checkpoint to resume them from; it is left as it is. Move it away, \
+                         or start the pipeline from scratch to rewrite it"
+                    )));
+                }
+            }
+            FileSinkStart::Overwrite => sink.output.set_len(0).map_err(|e| sink.err(e))?,
         }
         sink.remove_staged_files()?;
         Ok(sink)
@@ -258,7 +285,7 @@ mod tests {
     fn records_become_visible_only_when_their_checkpoint_commits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut sink = ExactlyOnceFileSink::open(&path, None).unwrap();
+        let mut sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Empty).unwrap();
         sink.write(&[record("1"), record("2")]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         let s1 = state(&mut sink, 1);
@@ -276,18 +303,18 @@ mod tests {
     fn a_restore_finishes_interrupted_commits_and_drops_later_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut sink = ExactlyOnceFileSink::open(&path, None).unwrap();
+        let mut sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Empty).unwrap();
         sink.write(&[record("1")]).unwrap();
         let s1 = state(&mut sink, 1);
         sink.write(&[record("2")]).unwrap();
         let s2 = state(&mut sink, 2);
         // Crash after checkpoint 2 completed, before either commit ran.
         drop(sink);
-        let sink = ExactlyOnceFileSink::open(&path, Some(&s2)).unwrap();
+        let sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Restore(&s2)).unwrap();
         drop(sink);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n");
         // A half-done append is redone, not doubled.
-        let mut sink = ExactlyOnceFileSink::open(&path, Some(&s2)).unwrap();
+        let mut sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Restore(&s2)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n");
         sink.write(&[record("3")]).unwrap();
         let s3 = state(&mut sink, 3);
@@ -296,21 +323,42 @@ mod tests {
         drop(sink);
         // Restoring an older checkpoint (the newer one was corrupt) cuts
         // the output back to what that one committed.
-        ExactlyOnceFileSink::open(&path, Some(&s1)).unwrap();
+        ExactlyOnceFileSink::open(&path, FileSinkStart::Restore(&s1)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn committed_output_without_a_checkpoint_is_refused_and_kept_unless_starting_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Empty).unwrap();
+        sink.write(&[record("1"), record("2")]).unwrap();
+        state(&mut sink, 1);
+        sink.commit(1).unwrap();
+        drop(sink);
+        // Its checkpoint is gone: the committed records stay, byte for byte.
+        let err = ExactlyOnceFileSink::open(&path, FileSinkStart::Empty)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("4 bytes") && err.contains("no checkpoint"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"1\n2\n");
+        // Only an explicit start over empties it.
+        ExactlyOnceFileSink::open(&path, FileSinkStart::Overwrite).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 
     #[test]
     fn an_output_shorter_than_its_checkpoint_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut sink = ExactlyOnceFileSink::open(&path, None).unwrap();
+        let mut sink = ExactlyOnceFileSink::open(&path, FileSinkStart::Empty).unwrap();
         sink.write(&[record("1")]).unwrap();
         let s1 = state(&mut sink, 1);
         sink.commit(1).unwrap();
         drop(sink);
         std::fs::write(&path, "").unwrap();
-        let err = ExactlyOnceFileSink::open(&path, Some(&s1))
+        let err = ExactlyOnceFileSink::open(&path, FileSinkStart::Restore(&s1))
             .err()
             .expect("refused")
             .to_string();

@@ -2,12 +2,16 @@
 //! ingest log before the request is answered, then read by the pipeline like
 //! a file it tails.
 //!
-//! The log is what makes HTTP ingest lose nothing: an accepted request is on
-//! disk (in the page cache: it survives a crash of the process, as Kafka's
-//! default does) before the client hears `200`, and the source's position is
-//! a byte offset into the log, which checkpoints record and a restore seeks
-//! to. The log is cut into segments so that what every retained checkpoint
-//! has read can be deleted. Backpressure: when the pipeline has more than
+//! The log is what makes HTTP ingest lose nothing: an accepted request is
+//! fsynced (it survives a crash of the process, of the kernel, or a power
+//! loss) before the client hears `200`, and the source's position is a byte
+//! offset into the log, which checkpoints record and a restore seeks to.
+//! Concurrent requests share fsyncs (group commit, `durable::GroupSync`):
+//! each waits for the first fsync that starts after its write, so the cost
+//! per request falls as the load rises. The pipeline reads only what is
+//! durable, so no checkpoint ever records a position past a power loss.
+//! The log is cut into segments so that what every retained checkpoint has
+//! read can be deleted. Backpressure: when the pipeline has more than
 //! `max_pending_bytes` unread, `append` waits, then refuses (the API answers
 //! 429); it never drops.
 
@@ -19,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{ConnectorError, Source, SourcePosition, SourceRecord, SplitPosition, split_offset};
+use crate::durable::{self, GroupSync};
 
 /// A new segment starts once the current one holds this much.
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -47,8 +52,10 @@ pub struct IngestLog {
     writer: Mutex<Writer>,
     /// Signalled when events are appended.
     appended: Condvar,
-    /// The end of the last complete append: readers never read past it.
+    /// The end of the durable appends: readers never read past it.
     end: AtomicU64,
+    /// Fsyncs of the current segment, shared by concurrent appends.
+    durable: GroupSync,
     /// How far the source has read.
     read: AtomicU64,
     max_pending_bytes: u64,
@@ -86,7 +93,7 @@ impl IngestLog {
             path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
+        durable::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
         let id_path = dir.join(ID_FILE);
         let id = match std::fs::read_to_string(&id_path) {
             Ok(id) => id.trim().to_owned(),
@@ -95,7 +102,8 @@ impl IngestLog {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
                 let id = format!("{nanos:x}{:x}", std::process::id());
-                std::fs::write(&id_path, &id).map_err(|e| open_err(&id_path, e))?;
+                durable::write_atomic(&id_path, id.as_bytes())
+                    .map_err(|e| open_err(&id_path, e))?;
                 id
             }
             Err(e) => return Err(open_err(&id_path, e)),
@@ -111,12 +119,17 @@ impl IngestLog {
             .map_err(|e| open_err(&path, e))?;
         let len = complete_length(&mut file).map_err(|e| open_err(&path, e))?;
         file.set_len(len).map_err(|e| open_err(&path, e))?;
+        // What an earlier process wrote but never synced is made durable
+        // before anyone reads it, and so is the segment's name.
+        file.sync_data().map_err(|e| open_err(&path, e))?;
+        durable::sync_dir(dir).map_err(|e| open_err(dir, e))?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             split: format!("http:{id}"),
             writer: Mutex::new(Writer { file, base, len }),
             appended: Condvar::new(),
             end: AtomicU64::new(base + len),
+            durable: GroupSync::new(base + len),
             read: AtomicU64::new(bases.first().copied().unwrap_or(0)),
             max_pending_bytes,
             segment_bytes,
@@ -135,7 +148,7 @@ impl IngestLog {
             .unwrap_or(0)
     }
 
-    /// The offset after the last accepted event.
+    /// The offset after the last accepted (durable) event.
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
     }
@@ -145,8 +158,14 @@ impl IngestLog {
         self.end().saturating_sub(self.read.load(Ordering::Relaxed))
     }
 
+    /// How many fsyncs the log has made (group commit shares them).
+    pub fn syncs(&self) -> u64 {
+        self.durable.syncs()
+    }
+
     /// Appends `lines` (complete JSON lines, each ending in `\n`) as one
-    /// write. Waits up to `patience` while the pipeline is too far behind.
+    /// write, and returns once they are fsynced. Waits up to `patience`
+    /// while the pipeline is too far behind.
     pub fn append(&self, lines: &[u8], patience: Duration) -> Result<u64, IngestError> {
         debug_assert!(lines.is_empty() || lines.ends_with(b"\n"));
         let deadline = Instant::now() + patience;
@@ -170,12 +189,20 @@ impl IngestLog {
             writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         }
         if writer.len >= self.segment_bytes {
+            // The full segment is made durable before the next one starts,
+            // so a group fsync only ever has the current segment to sync.
+            let full = segment_path(&self.dir, writer.base);
+            writer
+                .file
+                .sync_data()
+                .map_err(|source| IngestError::Io { path: full, source })?;
             let base = writer.base + writer.len;
             let path = segment_path(&self.dir, base);
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
+                .and_then(|file| durable::sync_dir(&self.dir).map(|()| file))
                 .map_err(|source| IngestError::Io { path, source })?;
             *writer = Writer { file, base, len: 0 };
         }
@@ -189,10 +216,33 @@ impl IngestLog {
         }
         writer.len += lines.len() as u64;
         let end = writer.base + writer.len;
-        self.end.store(end, Ordering::Release);
+        let segment = writer.base;
+        drop(writer);
+        self.durable
+            .wait(end, || self.sync_written())
+            .map_err(|source| IngestError::Io {
+                path: segment_path(&self.dir, segment),
+                source,
+            })?;
+        // Publish what is durable (under the writer lock, which readers
+        // waiting in `wait_past` hold while they check).
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.end
+            .fetch_max(self.durable.synced(), Ordering::AcqRel);
         drop(writer);
         self.appended.notify_all();
         Ok(end)
+    }
+
+    /// Fsyncs the current segment; returns the log offset that covers.
+    /// Earlier segments were synced when they filled.
+    fn sync_written(&self) -> std::io::Result<u64> {
+        let (file, covered) = {
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            (writer.file.try_clone()?, writer.base + writer.len)
+        };
+        file.sync_data()?;
+        Ok(covered)
     }
 
     /// Deletes the segments that lie wholly before `offset` (what every
@@ -452,6 +502,104 @@ mod tests {
         let mut source = HttpSource::new(log);
         source.seek(&position).unwrap();
         assert_eq!(values(&mut source, 10), ["{\"a\":2}", "{\"a\":3}"]);
+    }
+
+    #[test]
+    fn an_append_returns_only_once_fsynced_and_concurrent_appends_share_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = IngestLog::open(dir.path(), u64::MAX).unwrap();
+        assert_eq!(log.syncs(), 0);
+        let end = log.append(b"{\"a\":1}\n", Duration::ZERO).unwrap();
+        assert_eq!(log.syncs(), 1, "the acknowledged append was fsynced");
+        assert_eq!(log.durable.synced(), end);
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let end = log.append(b"{\"b\":2}\n", Duration::ZERO).unwrap();
+                        assert!(log.durable.synced() >= end, "acknowledged before durable");
+                        assert!(log.end() >= end, "readers see what was acknowledged");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(log.syncs() <= 201, "{} fsyncs", log.syncs());
+        let mut source = HttpSource::new(log.clone());
+        assert_eq!(values(&mut source, 1000).len(), 201);
+    }
+
+    /// Ingest throughput: 4 clients, each appending bodies of 1000 events,
+    /// with the log's group commit, against the same appends with no fsync
+    /// (what the log did before) and with one fsync per append. Run with
+    /// `cargo test --release -p weir --lib ingest_throughput -- --ignored --nocapture`
+    /// (figures in BENCHMARKS.md).
+    #[test]
+    #[ignore = "a benchmark: prints figures"]
+    fn ingest_throughput() {
+        const CLIENTS: usize = 4;
+        const REQUESTS: usize = 250;
+        let mut body = Vec::new();
+        for i in 0..1000 {
+            writeln!(body, "{{\"user\":\"u{}\",\"amount\":{i},\"ts\":1700000000000}}", i % 97)
+                .unwrap();
+        }
+        let body = Arc::new(body);
+        let run = |name: &str, append: Arc<dyn Fn(&[u8]) + Send + Sync>| {
+            let started = Instant::now();
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    let append = append.clone();
+                    let body = body.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..REQUESTS {
+                            append(&body);
+                        }
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let requests = (CLIENTS * REQUESTS) as f64;
+            println!(
+                "{name:<28} {:>9.0} requests/s {:>11.0} events/s",
+                requests / secs,
+                requests * 1000.0 / secs
+            );
+        };
+        // The temporary directory must be on a disk (not tmpfs) to measure.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = |sync: bool| -> Arc<dyn Fn(&[u8]) + Send + Sync> {
+            let path = dir.path().join(format!("plain-{sync}.jsonl"));
+            let file = Mutex::new(File::create(path).unwrap());
+            Arc::new(move |bytes: &[u8]| {
+                let mut file = file.lock().unwrap();
+                file.write_all(bytes).unwrap();
+                if sync {
+                    file.sync_data().unwrap();
+                }
+            })
+        };
+        run("no fsync (before)", plain(false));
+        run("fsync per request", plain(true));
+        let log = IngestLog::open(&dir.path().join("log"), u64::MAX).unwrap();
+        let appender = log.clone();
+        run(
+            "group commit (now)",
+            Arc::new(move |bytes: &[u8]| {
+                appender.append(bytes, Duration::ZERO).unwrap();
+            }),
+        );
+        println!(
+            "group commit: {} fsyncs for {} requests",
+            log.syncs(),
+            CLIENTS * REQUESTS
+        );
     }
 
     #[test]

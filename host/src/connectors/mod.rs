@@ -14,7 +14,7 @@ mod sinks;
 
 use std::path::PathBuf;
 
-pub use exactly_once_file::{ExactlyOnceFileSink, FileSinkState, StagedEpoch};
+pub use exactly_once_file::{ExactlyOnceFileSink, FileSinkStart, FileSinkState, StagedEpoch};
 pub use file_source::FileSource;
 pub use generator::{
     DEFAULT_USERS, GeneratorSource, generator_record, generator_record_among,
@@ -137,6 +137,29 @@ pub enum ConnectorError {
     },
     #[error("kafka: {0}")]
     KafkaDelivery(String),
+    /// A client property that cannot be set (its value is never shown: it
+    /// may be a credential).
+    #[error("kafka: properties.{property}: {message}")]
+    KafkaConfig { property: String, message: String },
+    /// A file source reads regular files only: a FIFO blocks its reader
+    /// until someone writes, a device such as `/dev/zero` never ends.
+    #[error(
+        "{path} is {kind}, not a regular file: a file source reads regular files only (a FIFO or a device could block or never end)"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+}
+
+/// A record a source read but cannot pass on (a line over the length
+/// limit): the source task sends it to `dead-letter` with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    pub split: usize,
+    pub offset: u64,
+    /// The dead-letter's `error` field.
+    pub error: &'static str,
+    pub reason: String,
+    /// The start of what was read (never the whole of it).
+    pub prefix: Vec<u8>,
 }
 
 /// Where a source is, per split, in the split's own unit (generator index,
@@ -185,6 +208,9 @@ pub trait Source: Send {
     /// source's partition that reached its end offset): they stop holding
     /// the watermark back.
     fn take_finished_splits(&mut self, _out: &mut Vec<usize>) {}
+    /// Moves the records read since the last call that cannot be passed on
+    /// (see `RejectedRecord`) to `out`.
+    fn take_rejected(&mut self, _out: &mut Vec<RejectedRecord>) {}
     /// A checkpoint that recorded `position` is complete. A source that
     /// mirrors its progress elsewhere (Kafka's committed offsets) does it
     /// now; it must never be needed for correctness (the checkpoint is).
@@ -261,7 +287,10 @@ pub fn open_source(
             }
             Box::new(source)
         }
-        SourceSpec::File { path } => Box::new(FileSource::open(path)?),
+        SourceSpec::File {
+            path,
+            max_line_bytes,
+        } => Box::new(FileSource::open(path, *max_line_bytes as usize)?),
         SourceSpec::Kafka(kafka) => Box::new(KafkaSource::open(kafka)?),
         SourceSpec::Http { .. } => match ingest {
             Some(log) => Box::new(HttpSource::new(log.clone())),
@@ -279,8 +308,13 @@ pub fn open_source(
 pub enum SinkMode<'a> {
     /// No checkpoints: write as records come.
     Direct,
-    /// Checkpoints: commit per checkpoint, resuming from `restore` if given.
-    Checkpointed { restore: Option<&'a SinkState> },
+    /// Checkpoints: commit per checkpoint, resuming from `restore` if
+    /// given. Without it, an output that holds committed records is
+    /// refused unless `start_over` (the user asked to start from scratch).
+    Checkpointed {
+        restore: Option<&'a SinkState>,
+        start_over: bool,
+    },
 }
 
 /// What a sink may label its records with.
@@ -299,22 +333,30 @@ pub fn open_sink(
     Ok(match (spec, mode) {
         (SinkSpec::Stdout { .. }, _) => Box::new(StdoutSink),
         (SinkSpec::File { path, .. }, SinkMode::Direct) => Box::new(FileSink::create(path)?),
-        (SinkSpec::File { path, .. }, SinkMode::Checkpointed { restore }) => {
-            let restore = match restore {
-                None => None,
-                Some(SinkState::File(state)) => Some(state),
+        (
+            SinkSpec::File { path, .. },
+            SinkMode::Checkpointed {
+                restore,
+                start_over,
+            },
+        ) => {
+            let start = match restore {
+                None if start_over => FileSinkStart::Overwrite,
+                None => FileSinkStart::Empty,
+                Some(SinkState::File(state)) => FileSinkStart::Restore(state),
                 Some(other) => {
                     return Err(ConnectorError::Resume(format!(
                         "the checkpoint holds {other:?} for a file sink"
                     )));
                 }
             };
-            Box::new(ExactlyOnceFileSink::open(path, restore)?)
+            Box::new(ExactlyOnceFileSink::open(path, start)?)
         }
         (SinkSpec::Kafka(kafka), mode) => {
             let restore = match mode {
                 SinkMode::Checkpointed {
                     restore: Some(SinkState::Kafka(state)),
+                    ..
                 } => Some(state),
                 _ => None,
             };

@@ -21,6 +21,7 @@ use super::coordinator::{
     Ack, CheckpointStats, CompletedCheckpoint, Coordinator, PipelineIdentity,
 };
 use super::key_groups::key_group_range;
+use super::liveness::{ABORT_GRACE, Liveness};
 use super::outputs::{Captured, OutputRouter, RunMetrics, SINK_QUEUE, SinkMessage};
 use super::sink_task::SinkTask;
 use super::source_task::{SourceCheckpointing, SourceProgress, SourceTask};
@@ -57,6 +58,10 @@ pub struct RunOptions {
     pub report: Option<fn(&str)>,
     /// The ingest log an `http` source reads.
     pub ingest: Option<Arc<connectors::IngestLog>>,
+    /// The user asked to start from scratch: with nothing restored, the
+    /// exactly-once file sinks empty what earlier runs committed (else
+    /// such output is refused, never silently truncated).
+    pub start_over: bool,
     /// Keep a copy of every output record and report every key's final
     /// state in the summary (`weir plugin test`; small inputs only).
     pub inspect: bool,
@@ -103,6 +108,7 @@ pub struct Pipeline {
     drained: Arc<AtomicUsize>,
     control: PipelineControl,
     captured: Option<Captured>,
+    liveness: Arc<Liveness>,
 }
 
 impl Pipeline {
@@ -117,6 +123,9 @@ impl Pipeline {
         options: RunOptions,
     ) -> Result<Self, PipelineError> {
         let plugin = engine.load::<SubtaskHost>(component)?;
+        // Before anything opens: a pipeline the shared instance pool cannot
+        // serve is refused, and the running ones keep their instances.
+        let instances = engine.reserve_instances(&spec.name, spec.parallelism)?;
         let restore = options.restore.as_ref();
         if let Some(r) = restore {
             check_compatible(spec, r)?;
@@ -141,6 +150,7 @@ impl Pipeline {
         let producers = parallelism + 1;
         let (acks_tx, acks_rx) = unbounded::<Ack>();
         let drained = Arc::new(AtomicUsize::new(0));
+        let liveness = Liveness::new(spec.limits.answer_timeout());
 
         let mut senders: FxHashMap<String, Vec<Sender<SinkMessage>>> = FxHashMap::default();
         let mut sinks = Vec::new();
@@ -149,6 +159,7 @@ impl Pipeline {
             let mode = if checkpointing {
                 SinkMode::Checkpointed {
                     restore: restored_sink(restore, index, sink_spec)?,
+                    start_over: options.start_over,
                 }
             } else {
                 SinkMode::Direct
@@ -171,6 +182,9 @@ impl Pipeline {
                     commits: commit_rx,
                     acks: acks_tx.clone(),
                     drained: drained.clone(),
+                    liveness: liveness.clone(),
+                    activity: liveness
+                        .task(format!("sink {index} (output {})", sink_spec.output())),
                 },
             ));
         }
@@ -183,9 +197,13 @@ impl Pipeline {
             call_timeout_ms: spec.limits.call_timeout_ms,
             on_error: spec.on_error,
             inspect: options.inspect,
+            liveness: liveness.clone(),
+            _instances: instances,
         });
         let restored_watermark =
             restore.map_or(i64::MIN, |r| r.manifest.source.watermarks.watermark);
+        // Output and counter names are bounded per pipeline, across subtasks.
+        let names = Arc::new(super::subtask_host::PipelineNames::default());
         let mut subtasks = Vec::with_capacity(parallelism);
         let mut inputs = Vec::with_capacity(parallelism);
         let mut subtask_inputs = Vec::with_capacity(parallelism);
@@ -229,6 +247,7 @@ impl Pipeline {
                 }
             };
             host.watermark = restored_watermark;
+            host.names = names.clone();
             subtasks.push(Subtask::start(
                 index,
                 plugin_config.clone(),
@@ -289,6 +308,7 @@ impl Pipeline {
             memory_bytes: config.memory_bytes,
             call_timeout_ms: config.call_timeout_ms,
             identity: identity.clone(),
+            liveness: liveness.clone(),
         };
         let store = spec
             .checkpoint
@@ -332,6 +352,7 @@ impl Pipeline {
                 );
                 (coordinator, acks_rx, requests_rx)
             });
+        let source_activity = liveness.task("the source");
         let source = SourceTask {
             source,
             records_read: restore.map_or(0, |r| r.manifest.source.records),
@@ -349,9 +370,13 @@ impl Pipeline {
             keys: spec.key_source(),
             watermarks,
             subtasks: inputs,
-            router: router.for_producer(parallelism),
+            router: router
+                .for_producer(parallelism)
+                .watched(liveness.clone(), source_activity.clone()),
             metrics: metrics.clone(),
             progress: progress.clone(),
+            liveness: liveness.clone(),
+            activity: source_activity,
         };
         Ok(Self {
             spec: spec.clone(),
@@ -367,6 +392,7 @@ impl Pipeline {
             drained,
             control,
             captured,
+            liveness,
         })
     }
 
@@ -395,6 +421,7 @@ impl Pipeline {
             drained,
             control,
             captured,
+            liveness,
         } = self;
         // The source ends when the input does; a swap after that fails.
         drop(control);
@@ -446,6 +473,19 @@ impl Pipeline {
         let mut ended = ended;
         let mut all_ended = false;
         loop {
+            // The watchdog: a task stuck in one step fails the pipeline
+            // (the loop wakes at least every tick).
+            if liveness.reason().is_none()
+                && let Some(stuck) = liveness.stuck()
+            {
+                liveness.abort(stuck);
+            }
+            if let Some(reason) = liveness.reason() {
+                if let Some((coordinator, _, _)) = &mut coordinator {
+                    coordinator.abandon_in_flight(&format!("the pipeline was aborted: {reason}"));
+                }
+                break;
+            }
             let tasks_done = all_ended
                 || (source_handle.is_finished() && workers.iter().all(|w| w.is_finished()));
             let sinks_done = drained.load(Ordering::SeqCst) == sink_count;
@@ -531,14 +571,16 @@ impl Pipeline {
         // Sinks end once no more commits can come.
         let checkpoint_stats = coordinator.map(|(c, _, _)| c.stats.clone());
 
-        // Join everything, then report the root cause: a sink's own error
-        // before the "sink closed" its producers saw, a subtask's before the
-        // source's.
-        let source_result = join(source_handle);
+        // Join everything, then report the root cause: an abort's reason
+        // first, a sink's own error before the "sink closed" its producers
+        // saw, a subtask's before the source's. Every join is bounded: a
+        // thread that does not end is left behind and named.
+        let mut joins = BoundedJoins::new(&liveness);
+        let source_result = joins.join(source_handle, "the source");
         let mut reports = Vec::new();
         let mut subtask_error = None;
-        for worker in workers {
-            match join(worker) {
+        for (index, worker) in workers.into_iter().enumerate() {
+            match joins.join(worker, &format!("subtask {index}")) {
                 Ok(report) => reports.push(report),
                 Err(e) => {
                     subtask_error.get_or_insert(e);
@@ -547,10 +589,13 @@ impl Pipeline {
         }
         let mut sink_error = None;
         for (output, handle) in sink_handles {
-            if let Err(e) = join(handle) {
+            if let Err(e) = joins.join(handle, &format!("the sink of output {output}")) {
                 tracing::error!(output, "sink failed: {e}");
                 sink_error.get_or_insert(e);
             }
+        }
+        if let Some(reason) = liveness.reason() {
+            return Err(PipelineError::Unresponsive(joins.report(reason)));
         }
         if let Some(e) = sink_error.or(subtask_error) {
             return Err(e);
@@ -661,6 +706,63 @@ fn restored_sink<'a>(
         "sink {index} starts empty: the restored snapshot has no state for it"
     );
     Ok(None)
+}
+
+/// Joins the threads of a run without waiting on a stuck one: while they
+/// end, the watchdog keeps watching (a sink still writing or committing its
+/// last checkpoint takes as long as it makes progress); once the run is
+/// aborted, the threads get a short grace, and one still running then is
+/// left behind (its handle dropped) and named.
+struct BoundedJoins<'a> {
+    liveness: &'a Liveness,
+    /// Set once the run is aborted.
+    deadline: Option<Instant>,
+    left_behind: Vec<String>,
+}
+
+impl<'a> BoundedJoins<'a> {
+    fn new(liveness: &'a Liveness) -> Self {
+        Self {
+            liveness,
+            deadline: liveness.reason().map(|_| Instant::now() + ABORT_GRACE),
+            left_behind: Vec::new(),
+        }
+    }
+
+    fn join<T>(
+        &mut self,
+        handle: JoinHandle<Result<T, PipelineError>>,
+        name: &str,
+    ) -> Result<T, PipelineError> {
+        while !handle.is_finished() {
+            if self.deadline.is_none() {
+                if let Some(stuck) = self.liveness.stuck() {
+                    self.liveness.abort(stuck);
+                }
+                if self.liveness.reason().is_some() {
+                    self.deadline = Some(Instant::now() + ABORT_GRACE);
+                }
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.left_behind.push(name.to_owned());
+                return Err(PipelineError::Unresponsive(format!("{name} did not end")));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        join(handle)
+    }
+
+    /// The reason of an abort, with the threads left behind.
+    fn report(&self, reason: &str) -> String {
+        if self.left_behind.is_empty() {
+            reason.to_owned()
+        } else {
+            format!(
+                "{reason}; left running (until the server restarts): {}",
+                self.left_behind.join(", ")
+            )
+        }
+    }
 }
 
 fn join<T>(handle: JoinHandle<Result<T, PipelineError>>) -> Result<T, PipelineError> {
