@@ -31,6 +31,10 @@ impl ApiError {
     fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+    /// The pipeline did not answer within its answer timeout (and was
+    /// failed for it).
+    #[error("{0}")]
+    Unresponsive(String),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -56,6 +60,7 @@ impl IntoResponse for ApiError {
             status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
+            ApiError::Unresponsive(_) => (StatusCode::GATEWAY_TIMEOUT, "unresponsive"),
         )
             .into_response();
         if let ApiError::TooManyRequests { retry_after_s, .. } = self {

@@ -11,11 +11,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded, unbounded};
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded, unbounded};
 
 use super::coordinator::{CheckpointStats, CompletedCheckpoint};
+use super::liveness::Liveness;
 use super::outputs::RunMetrics;
 use super::source_task::{SourceCommand, SourceProgress, SwapRequest};
 use super::subtask::KeyStateView;
@@ -35,11 +36,16 @@ pub enum SwapError {
     NotRunning,
     #[error("subtasks {failed:?} kept the old version ({reason}); the others run the new one")]
     Partial { failed: Vec<usize>, reason: String },
+    /// A subtask did not answer in time: the pipeline was failed.
+    #[error("{0}")]
+    Unresponsive(String),
 }
 
 /// The subtasks' answers to one swap, as they come.
 #[derive(Default)]
 struct SwapTally {
+    /// The subtasks that reported their preparation.
+    answered: Vec<usize>,
     ready: usize,
     refused: Vec<usize>,
     reason: String,
@@ -54,9 +60,10 @@ impl SwapTally {
     fn record(&mut self, step: SwapStep) {
         match step {
             SwapStep::Prepared {
+                subtask,
                 outcome: Ok(version),
-                ..
             } => {
+                self.answered.push(subtask);
                 self.ready += 1;
                 self.state_version = version;
             }
@@ -64,6 +71,7 @@ impl SwapTally {
                 subtask,
                 outcome: Err(why),
             } => {
+                self.answered.push(subtask);
                 self.refused.push(subtask);
                 self.reason = why;
             }
@@ -127,6 +135,10 @@ pub enum ControlError {
     NoCheckpoints,
     #[error("{0}")]
     Failed(String),
+    /// The pipeline did not answer in time and was failed; says which task
+    /// was doing what.
+    #[error("{0}")]
+    Unresponsive(String),
 }
 
 /// A handle to a running pipeline; cheap to clone.
@@ -141,6 +153,8 @@ pub struct PipelineControl {
     pub(crate) call_timeout_ms: u64,
     /// What the next checkpoint records as the plugin.
     pub(crate) identity: Arc<Mutex<PluginIdentity>>,
+    /// Bounds every wait on the pipeline, and fails it when one runs out.
+    pub(crate) liveness: Arc<Liveness>,
 }
 
 impl PipelineControl {
@@ -188,13 +202,24 @@ impl PipelineControl {
             }))
             .map_err(|_| SwapError::NotRunning)?;
         // Phase 1: every subtask prepares (instantiate, stage the state
-        // migration, open) where the stream reaches the swap. No timeout: a
-        // request cannot be taken back once queued; if the pipeline ends
-        // first, the request is dropped with it and the channel says so.
+        // migration, open) where the stream reaches the swap. A request
+        // cannot be taken back once queued: if the pipeline ends first, the
+        // request is dropped with it and the channel says so; if a subtask
+        // does not answer in time, the pipeline is failed (it can no longer
+        // be known which version each subtask will run).
         let mut tally = SwapTally::default();
+        let deadline = Instant::now() + self.liveness.timeout();
         while tally.prepared() < self.parallelism {
-            match steps.recv() {
+            match steps.recv_deadline(deadline) {
                 Ok(step) => tally.record(step),
+                Err(RecvTimeoutError::Timeout) => {
+                    let silent: Vec<usize> = (0..self.parallelism)
+                        .filter(|i| !tally.answered.contains(i))
+                        .collect();
+                    return Err(SwapError::Unresponsive(
+                        self.give_up(&format!("subtasks {silent:?} did not prepare the swap")),
+                    ));
+                }
                 Err(_) if tally.prepared() == 0 => return Err(SwapError::NotRunning),
                 Err(_) => return Err(tally.stopped(self.parallelism)),
             }
@@ -213,9 +238,17 @@ impl PipelineControl {
             steps
         };
         drop(decide);
+        let deadline = Instant::now() + self.liveness.timeout();
         while tally.ended < tally.ready {
-            match steps.recv() {
+            match steps.recv_deadline(deadline) {
                 Ok(step) => tally.record(step),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(SwapError::Unresponsive(self.give_up(&format!(
+                        "{} of {} subtasks did not finish switching",
+                        tally.ready - tally.ended,
+                        tally.ready
+                    ))));
+                }
                 Err(_) => return Err(tally.stopped(self.parallelism)),
             }
         }
@@ -278,9 +311,12 @@ impl PipelineControl {
             .ok_or(ControlError::NoCheckpoints)?;
         let (reply, answer) = bounded(1);
         requests.send(reply).map_err(|_| ControlError::NotRunning)?;
-        match answer.recv() {
+        match answer.recv_timeout(self.liveness.timeout()) {
             Ok(outcome) => outcome.map_err(ControlError::Failed),
-            Err(_) => Err(ControlError::NotRunning),
+            Err(RecvTimeoutError::Timeout) => Err(ControlError::Unresponsive(
+                self.give_up("the checkpoint did not complete"),
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
         }
     }
 
@@ -299,9 +335,129 @@ impl PipelineControl {
         self.commands
             .send(SourceCommand::Query { key, reply })
             .map_err(|_| ControlError::NotRunning)?;
-        match answer.recv() {
+        match answer.recv_timeout(self.liveness.timeout()) {
             Ok(view) => view.map_err(ControlError::Failed),
-            Err(_) => Err(ControlError::NotRunning),
+            Err(RecvTimeoutError::Timeout) => Err(ControlError::Unresponsive(
+                self.give_up("the query was not answered"),
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
         }
+    }
+
+    /// How long a wait on the pipeline may take (`limits.answer_timeout_ms`).
+    pub fn answer_timeout(&self) -> Duration {
+        self.liveness.timeout()
+    }
+
+    /// Fails the pipeline for `reason`: every task that can end does, the
+    /// ones that cannot are left behind, and `run` returns the reason.
+    pub fn abort(&self, reason: &str) {
+        self.liveness.abort(reason.to_owned());
+    }
+
+    /// Why the pipeline was aborted, if it was.
+    pub fn aborted(&self) -> Option<String> {
+        self.liveness.reason().map(str::to_owned)
+    }
+
+    /// A wait for `what` ran out: fails the pipeline with a reason that says
+    /// what every busy task was doing, and returns it.
+    pub fn give_up(&self, what: &str) -> String {
+        let reason = format!(
+            "{what} within {} ms (limits.answer_timeout_ms): {}",
+            self.liveness.timeout().as_millis(),
+            self.liveness.busy()
+        );
+        self.liveness.abort(reason);
+        // Another wait may have given up first: report the reason that holds.
+        self.liveness.reason().unwrap_or_default().to_owned()
+    }
+
+    /// The pipeline ended while a request waited: why, if it was aborted.
+    fn ended(&self) -> ControlError {
+        match self.liveness.reason() {
+            Some(reason) => ControlError::Unresponsive(reason.to_owned()),
+            None => ControlError::NotRunning,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control whose pipeline never answers: its source task holds the
+    /// command channel and its coordinator the checkpoint requests, and
+    /// neither reads them (a subtask that never answers, seen from here).
+    fn control_of_a_silent_pipeline(
+        timeout: Duration,
+    ) -> (
+        PipelineControl,
+        crossbeam_channel::Receiver<SourceCommand>,
+        crossbeam_channel::Receiver<Sender<Result<CompletedCheckpoint, String>>>,
+    ) {
+        let (commands, silent_source) = unbounded();
+        let (checkpoints, silent_coordinator) = unbounded();
+        let liveness = Liveness::new(timeout);
+        liveness
+            .task("subtask 0")
+            .set(super::super::liveness::Step::Plugin);
+        let control = PipelineControl {
+            commands,
+            checkpoints: Some(checkpoints),
+            live: Arc::new(LiveStatus {
+                metrics: Arc::default(),
+                progress: Arc::default(),
+                checkpoints: Arc::default(),
+                swaps: AtomicU64::new(0),
+                last_swap_pause_ns: AtomicU64::new(0),
+            }),
+            parallelism: 1,
+            memory_bytes: 1 << 20,
+            call_timeout_ms: 100,
+            identity: Arc::new(Mutex::new(PluginIdentity {
+                digest: String::new(),
+                config: serde_json::Value::Null,
+                state_version: 0,
+            })),
+            liveness,
+        };
+        (control, silent_source, silent_coordinator)
+    }
+
+    #[test]
+    fn a_query_nobody_answers_times_out_and_fails_the_pipeline_naming_the_busy_subtask() {
+        let (control, _source, _coordinator) =
+            control_of_a_silent_pipeline(Duration::from_millis(200));
+        let began = Instant::now();
+        let Err(ControlError::Unresponsive(reason)) = control.query(b"k".to_vec()) else {
+            panic!("a query with no answer must time out");
+        };
+        assert!(began.elapsed() < Duration::from_secs(2));
+        assert!(
+            reason.starts_with("the query was not answered within 200 ms (limits.answer_timeout_ms): subtask 0 has been in a call of the plugin for"),
+            "{reason}"
+        );
+        assert_eq!(control.aborted().as_deref(), Some(reason.as_str()));
+    }
+
+    #[test]
+    fn a_checkpoint_that_never_completes_times_out_and_a_later_wait_reports_the_first_reason() {
+        let (control, _source, _coordinator) =
+            control_of_a_silent_pipeline(Duration::from_millis(100));
+        let Err(ControlError::Unresponsive(first)) = control.checkpoint() else {
+            panic!("a checkpoint that never completes must time out");
+        };
+        assert!(
+            first.starts_with("the checkpoint did not complete within 100 ms"),
+            "{first}"
+        );
+        let Err(ControlError::Unresponsive(second)) = control.query(b"k".to_vec()) else {
+            panic!("the query must time out too");
+        };
+        assert_eq!(
+            second, first,
+            "the pipeline failed once, for the first reason"
+        );
     }
 }

@@ -16,6 +16,7 @@ mod coordinator;
 pub mod histogram;
 pub(crate) mod json_field;
 pub mod key_groups;
+mod liveness;
 mod migration;
 mod outputs;
 mod pipeline;
@@ -64,6 +65,9 @@ pub enum PipelineError {
     Spawn(std::io::Error),
     #[error("a pipeline thread panicked: {0}")]
     Panicked(String),
+    /// A task stopped answering (see `liveness`): the pipeline was aborted.
+    #[error("the pipeline stopped answering and was failed: {0}")]
+    Unresponsive(String),
 }
 
 /// The wall clock in ms since the Unix epoch: processing time.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use rustc_hash::FxHashMap;
 
+use super::liveness::{Activity, Liveness};
 use crate::connectors::OutputRecord;
 
 /// How many record batches may wait for one sink.
@@ -100,6 +101,9 @@ pub(crate) struct OutputRouter {
     /// Every sink once, for barriers.
     all: Vec<Sender<SinkMessage>>,
     captured: Option<Captured>,
+    /// The producer's liveness: a wait for room in a full sink queue shows
+    /// as backpressure and ends when the pipeline is aborted.
+    watched: Option<(Arc<Liveness>, Arc<Activity>)>,
 }
 
 impl OutputRouter {
@@ -113,6 +117,24 @@ impl OutputRouter {
             sinks,
             all,
             captured,
+            watched: None,
+        }
+    }
+
+    /// This handle, with its producer's liveness.
+    pub(crate) fn watched(self, liveness: Arc<Liveness>, activity: Arc<Activity>) -> Self {
+        Self {
+            watched: Some((liveness, activity)),
+            ..self
+        }
+    }
+
+    fn deliver(&self, to: &Sender<SinkMessage>, message: SinkMessage) -> Result<(), SinkGone> {
+        match &self.watched {
+            Some((liveness, activity)) => {
+                liveness.send(to, message, activity).map_err(|_| SinkGone)
+            }
+            None => to.send(message).map_err(|_| SinkGone),
         }
     }
 
@@ -127,11 +149,13 @@ impl OutputRouter {
     /// Tells every sink that this producer's epoch `id` is complete.
     pub(crate) fn barrier(&self, id: u64) -> Result<(), SinkGone> {
         for sink in &self.all {
-            sink.send(SinkMessage::Barrier {
-                producer: self.producer,
-                id,
-            })
-            .map_err(|_| SinkGone)?;
+            self.deliver(
+                sink,
+                SinkMessage::Barrier {
+                    producer: self.producer,
+                    id,
+                },
+            )?;
         }
         Ok(())
     }
@@ -161,11 +185,9 @@ impl OutputRouter {
         };
         if let Some((last, rest)) = senders.split_last() {
             for sender in rest {
-                sender
-                    .send(message(records.clone()))
-                    .map_err(|_| SinkGone)?;
+                self.deliver(sender, message(records.clone()))?;
             }
-            last.send(message(records)).map_err(|_| SinkGone)?;
+            self.deliver(last, message(records))?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::PipelineError;
 use super::coordinator::Ack;
+use super::liveness::{Activity, Liveness, Step};
 use super::outputs::SinkMessage;
 use crate::connectors::Sink;
 
@@ -26,6 +27,9 @@ pub(crate) struct SinkTask {
     pub(crate) acks: Sender<Ack>,
     /// Counts sinks whose producers have all hung up.
     pub(crate) drained: Arc<AtomicUsize>,
+    pub(crate) liveness: Arc<Liveness>,
+    /// What this sink is doing, for the pipeline's watchdog.
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// Barrier alignment across producers.
@@ -55,24 +59,40 @@ impl SinkTask {
             held: Vec::new(),
         };
         let mut commits = self.commits.clone();
+        let closed = self.liveness.closed().clone();
         loop {
+            self.activity.set(Step::Idle);
             select! {
                 recv(self.records) -> message => match message {
                     Ok(message) => self.handle(message, &mut alignment)?,
                     Err(_) => break,
                 },
                 recv(commits) -> id => match id {
-                    Ok(id) => self.sink.commit(id)?,
+                    Ok(id) => {
+                        self.activity.set(Step::Committing);
+                        self.sink.commit(id)?
+                    }
                     // No more checkpoints will complete.
                     Err(_) => commits = crossbeam_channel::never(),
                 },
+                // The pipeline was aborted: what is not committed is not
+                // flushed either (a restart replays it from the checkpoint).
+                recv(closed) -> _ => {
+                    return Err(PipelineError::Unresponsive(
+                        self.liveness.reason().unwrap_or("aborted").to_owned(),
+                    ));
+                }
             }
         }
+        self.activity.set(Step::Writing);
         self.sink.flush()?;
         drop(drained.take());
         // Producers are done; their final checkpoint may still complete.
+        self.activity.set(Step::Idle);
         for id in self.commits.iter() {
+            self.activity.set(Step::Committing);
             self.sink.commit(id)?;
+            self.activity.set(Step::Idle);
         }
         Ok(())
     }
@@ -88,7 +108,10 @@ impl SinkTask {
             return Ok(());
         }
         match message {
-            SinkMessage::Records { records, .. } => self.sink.write(&records)?,
+            SinkMessage::Records { records, .. } => {
+                self.activity.set(Step::Writing);
+                self.sink.write(&records)?
+            }
             SinkMessage::Barrier { id, .. } => {
                 let Some(slot) = a.aligned.get_mut(producer) else {
                     return Ok(());
@@ -96,6 +119,7 @@ impl SinkTask {
                 *slot = true;
                 a.arrived += 1;
                 if a.arrived == self.producers {
+                    self.activity.set(Step::Committing);
                     let result = self.sink.pre_commit(id);
                     let failed = result.as_ref().err().map(ToString::to_string);
                     let _ = self.acks.send(Ack::Sink {

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::coordinator::Ack;
 use super::json_field::{self, JsonPointer};
 use super::key_groups::{key_group, subtask_of};
+use super::liveness::{Activity, Liveness, NotSent, Step};
 use super::outputs::{OutputRouter, RunMetrics};
 use super::subtask::{KeyStateView, SubtaskInput, SwapDecision, SwapStep};
 use super::subtask_host::SubtaskHost;
@@ -87,6 +88,9 @@ pub(crate) struct SourceTask {
     pub(crate) router: OutputRouter,
     pub(crate) metrics: Arc<RunMetrics>,
     pub(crate) progress: Arc<SourceProgress>,
+    pub(crate) liveness: Arc<Liveness>,
+    /// What the source is doing, for the pipeline's watchdog.
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// What the pipeline's control asks of the source task.
@@ -153,7 +157,12 @@ impl SourceTask {
         let mut watermark = self.watermarks.current();
         let split_names = self.source.split_names();
         let mut finished = Vec::new();
+        let mut rejected = Vec::new();
         loop {
+            self.activity.set(Step::Idle);
+            if let Some(reason) = self.liveness.reason() {
+                return Err(PipelineError::Unresponsive(reason.to_owned()));
+            }
             self.serve_outcomes(false);
             if self
                 .stop_after
@@ -172,7 +181,7 @@ impl SourceTask {
                                 steps: swap.steps.clone(),
                                 decision: swap.decision.clone(),
                             };
-                            if subtask.send(message).is_err() {
+                            if self.deliver(subtask, message).is_err() {
                                 return Ok(false);
                             }
                         }
@@ -184,10 +193,8 @@ impl SourceTask {
                             key_group: kg,
                             reply,
                         };
-                        if self.subtasks[subtask_of(kg, parallelism as u32)]
-                            .send(message)
-                            .is_err()
-                        {
+                        let to = &self.subtasks[subtask_of(kg, parallelism as u32)];
+                        if self.deliver(to, message).is_err() {
                             return Ok(false);
                         }
                     }
@@ -221,18 +228,45 @@ impl SourceTask {
             if let Some(stop) = self.stop_after {
                 max = max.min((stop - self.records_read) as usize);
             }
+            self.activity.set(Step::Reading);
             let more = self.source.read_batch(&mut records, max)?;
             if records.is_empty() && more {
                 // An unbounded source with nothing new: wait a little, then
                 // serve commands and let idle splits release the watermark.
                 self.source.wait_for_input(IDLE_WAIT);
             }
+            self.activity.set(Step::Idle);
             self.records_read += records.len() as u64;
             let now = now_ms();
             let mut batches: Vec<Routed> = (0..parallelism)
                 .map(|_| Routed::with_capacity(BATCH / parallelism + 16))
                 .collect();
             let mut dead = Vec::new();
+            self.source.take_rejected(&mut rejected);
+            let rejects = rejected.len();
+            for r in rejected.drain(..) {
+                self.metrics.add_error(r.error);
+                let split = split_names.get(r.split).map_or("?", String::as_str);
+                let origin = Origin::Record {
+                    split: r.split as u32,
+                    offset: r.offset,
+                    index: 0,
+                };
+                dead.push(OutputRecord {
+                    value: json!({
+                        "error": r.error,
+                        "reason": format!("{} (source split {split}, offset {})", r.reason, r.offset),
+                        "split": split,
+                        "offset": r.offset,
+                        "value": String::from_utf8_lossy(&r.prefix),
+                    })
+                    .to_string()
+                    .into_bytes(),
+                    key: None,
+                    timestamp: None,
+                    origin,
+                });
+            }
             self.metrics
                 .events_in
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -289,7 +323,7 @@ impl SourceTask {
                 }
             }
             if !dead.is_empty() {
-                for _ in &dead {
+                for _ in rejects..dead.len() {
                     self.metrics.add_error("unroutable");
                 }
                 self.router
@@ -313,7 +347,7 @@ impl SourceTask {
                     watermark: next_watermark,
                 };
                 // A subtask that hung up has failed; it reports why when joined.
-                if subtask.send(message).is_err() {
+                if self.deliver(subtask, message).is_err() {
                     return Ok(false);
                 }
             }
@@ -336,10 +370,17 @@ impl SourceTask {
             self.serve_outcomes(true);
         } else {
             for subtask in &self.subtasks {
-                let _ = subtask.send(SubtaskInput::End { checkpoint: None });
+                let _ = self.deliver(subtask, SubtaskInput::End { checkpoint: None });
             }
         }
         Ok(false)
+    }
+
+    /// Sends to a subtask, waiting while its queue is full unless the
+    /// pipeline is aborted. `Err`: the subtask is gone or the pipeline
+    /// aborted; either way this task ends.
+    fn deliver(&self, to: &Sender<SubtaskInput>, message: SubtaskInput) -> Result<(), NotSent> {
+        self.liveness.send(to, message, &self.activity)
     }
 
     /// Stops without draining: a last checkpoint, then every task ends.
@@ -430,7 +471,7 @@ impl SourceTask {
             last: last != Last::No,
         });
         for subtask in &self.subtasks {
-            if subtask.send(message(id, dir.clone())).is_err() {
+            if self.deliver(subtask, message(id, dir.clone())).is_err() {
                 return Ok(false);
             }
         }

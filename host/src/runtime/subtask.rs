@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
 use super::coordinator::Ack;
+use super::liveness::{Activity, Liveness, Step};
 use super::migration::{self, Rewrite};
 use super::outputs::{OutputRouter, RunMetrics, SinkGone};
 use super::subtask_host::{BatchScope, SubtaskHost};
@@ -137,6 +138,11 @@ pub(crate) struct SubtaskConfig {
     pub(crate) on_error: OnError,
     /// Report the state of every key at the end (`RunOptions::inspect`).
     pub(crate) inspect: bool,
+    /// Where each subtask says what it is doing (see `liveness`).
+    pub(crate) liveness: Arc<Liveness>,
+    /// The pipeline's slots in the engine's instance pool, held while any
+    /// subtask lives.
+    pub(crate) _instances: crate::engine::Reservation,
 }
 
 pub(crate) struct Subtask {
@@ -154,6 +160,8 @@ pub(crate) struct Subtask {
     watermark: i64,
     /// The format the state is in (the running plugin's `state-version`).
     state_version: u32,
+    /// What this subtask is doing, for the pipeline's watchdog.
+    activity: Arc<Activity>,
 }
 
 impl Subtask {
@@ -173,6 +181,8 @@ impl Subtask {
         restored_state_version: Option<u32>,
     ) -> Result<Self, PipelineError> {
         let watermark = host.watermark;
+        let activity = config.liveness.task(format!("subtask {index}"));
+        let router = router.watched(config.liveness.clone(), activity.clone());
         let mut subtask = Self {
             index,
             plugin_config,
@@ -185,6 +195,7 @@ impl Subtask {
             metrics,
             watermark,
             state_version: 0,
+            activity,
         };
         match restored_state_version {
             None => {
@@ -255,6 +266,7 @@ impl Subtask {
         let span = tracing::info_span!("subtask", index = self.index);
         let _guard = span.enter();
         loop {
+            self.activity.set(Step::Idle);
             let next_timer = self
                 .instance()
                 .host()
@@ -333,6 +345,7 @@ impl Subtask {
         decision: Option<Receiver<SwapDecision>>,
     ) -> Result<(), PipelineError> {
         let started = std::time::Instant::now();
+        self.activity.set(Step::Opening);
         let subtask = self.index;
         let host = self.instance.take().expect("instance present").into_host();
         let mut prepared = match self.prepare(&plugin, &config, host, self.state_version) {
@@ -356,6 +369,9 @@ impl Subtask {
             None => (true, steps),
             Some(decision) => {
                 drop(steps);
+                // Waiting for the control, which gives up (and drops the
+                // channel) after its own timeout.
+                self.activity.set(Step::Idle);
                 // A control that went away decided nothing: keep the old version.
                 match decision.recv() {
                     Ok(decided) => decided,
@@ -435,6 +451,7 @@ impl Subtask {
     }
 
     fn key_view(&mut self, key: &[u8], key_group: u16) -> Result<KeyStateView, StateError> {
+        self.activity.set(Step::Query);
         let index = self.index;
         let host = self.instance().host();
         let state = host.backend.key_state(key_group, key)?;
@@ -470,6 +487,7 @@ impl Subtask {
         let Some(acks) = self.acks.clone() else {
             return Ok(());
         };
+        self.activity.set(Step::Snapshot);
         let index = self.index;
         let key_groups = self.key_groups.clone();
         let host = self.instance().host();
@@ -709,6 +727,8 @@ impl Subtask {
         let host = self.instance().host();
         prepare_scope(&mut host.scope, given, items.clone());
         host.last_error_log = None;
+        // Each call is a step of its own: the watchdog measures one call.
+        self.activity.set(Step::Plugin);
         let instance = self.instance();
         let began = std::time::Instant::now();
         let result = match given.batch {

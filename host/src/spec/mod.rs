@@ -68,7 +68,12 @@ pub enum SourceSpec {
         events_per_second: Option<u64>,
     },
     /// JSON lines from a file; one event per non-empty line.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+        /// A longer line goes to `dead-letter` (never buffered whole).
+        #[serde(default = "default_max_line_bytes")]
+        max_line_bytes: u64,
+    },
     /// Events posted to `weir serve` (`POST /v1/pipelines/{name}/events`),
     /// kept in a durable ingest log until every checkpoint has read them.
     Http {
@@ -84,6 +89,15 @@ pub enum SourceSpec {
 fn default_max_pending_bytes() -> u64 {
     64 << 20
 }
+/// The default longest line a file source passes on: 1 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+/// The most `source.max_line_bytes` may be: 64 MiB.
+pub const MAX_LINE_BYTES_LIMIT: u64 = 64 << 20;
+
+fn default_max_line_bytes() -> u64 {
+    DEFAULT_MAX_LINE_BYTES
+}
+
 
 fn default_users() -> u64 {
     crate::connectors::DEFAULT_USERS
@@ -209,8 +223,30 @@ pub struct LimitsSpec {
 }
 
 fn default_call_timeout_ms() -> u64 {
+    /// The longest a task of the pipeline may stay in one step (a plugin
+    /// call, a snapshot, a sink write) and the longest the server waits for
+    /// the pipeline to answer (a checkpoint, a query, a swap, a stop) before
+    /// it fails the pipeline naming the task. Default: 30 s, or twice
+    /// `call_timeout_ms` if that is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_timeout_ms: Option<u64>,
     100
 }
+impl LimitsSpec {
+    /// `answer_timeout_ms`, or its default.
+    pub fn answer_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.answer_timeout_ms
+                .unwrap_or_else(|| DEFAULT_ANSWER_TIMEOUT_MS.max(2 * self.call_timeout_ms)),
+        )
+    }
+}
+
+/// The default of `limits.answer_timeout_ms`.
+pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 30_000;
+/// The bounds of `limits.answer_timeout_ms`.
+pub const ANSWER_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=3_600_000;
+
 
 fn default_memory_mb() -> u64 {
     64
@@ -224,6 +260,7 @@ impl Default for LimitsSpec {
         }
     }
 }
+            answer_timeout_ms: None,
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -99,9 +99,18 @@ impl PipelineSpec {
                 }
                 "generator"
             }
-            SourceSpec::File { path } => {
+            SourceSpec::File {
+                path,
+                max_line_bytes,
+            } => {
                 if path.as_os_str().is_empty() {
                     return Err(field("source.path", "must not be empty"));
+                }
+                if !(1..=super::MAX_LINE_BYTES_LIMIT).contains(max_line_bytes) {
+                    return Err(field(
+                        "source.max_line_bytes",
+                        format!("must be between 1 and {}", super::MAX_LINE_BYTES_LIMIT),
+                    ));
                 }
                 "file"
             }
@@ -186,6 +195,20 @@ impl PipelineSpec {
                 "limits.call_timeout_ms",
                 format!(
                     "must be between 1 and 60000, got {}",
+                    self.limits.call_timeout_ms
+                ),
+            ));
+        }
+        if let Some(answer) = self.limits.answer_timeout_ms
+            && (!super::ANSWER_TIMEOUT_MS_RANGE.contains(&answer)
+                || answer <= self.limits.call_timeout_ms)
+        {
+            return Err(field(
+                "limits.answer_timeout_ms",
+                format!(
+                    "must be between {} and {} and longer than limits.call_timeout_ms ({}), got {answer}",
+                    super::ANSWER_TIMEOUT_MS_RANGE.start(),
+                    super::ANSWER_TIMEOUT_MS_RANGE.end(),
                     self.limits.call_timeout_ms
                 ),
             ));

@@ -34,8 +34,20 @@ pub struct SandboxProbe;
 impl Processor for SandboxProbe {
     type Config = ();
 
-    fn open((): ()) -> Result<Self, Error> {
-        Ok(SandboxProbe)
+    fn open(config: Config) -> Result<Self, Error> {
+        match config.on_open {
+            Some(Action::Sleep) => sleep_an_hour(),
+            Some(Action::Poll) => poll_an_hour(),
+            // Until the call deadline: an open that is slow (the host's
+            // liveness tests: a server answers while it resumes).
+            Some(Action::Loop) => spin(),
+            Some(other) => return Err(Error::msg(format!("open cannot {other:?}"))),
+            None => {}
+        }
+        Ok(SandboxProbe {
+            big: ValueState::new("big"),
+            list: ListState::new("list"),
+        })
     }
 
     fn process(&mut self, ctx: &mut Context, event: &Event) -> Result<(), Error> {
