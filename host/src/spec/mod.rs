@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::json_field::JsonPointer;
 
-pub use kafka::{EXACTLY_ONCE_REFUSED, KafkaSinkSpec, KafkaSourceSpec, KafkaStart, ScaleOutSpec};
+pub use kafka::{
+    API_ALLOWED, API_ENV_PREFIX, Allowed, ENV_SUFFIX, EXACTLY_ONCE_REFUSED, KafkaPropertyPolicy,
+    KafkaSinkSpec, KafkaSourceSpec, KafkaStart, SECRET_PROPERTIES, ScaleOutSpec, from_env,
+};
 pub use validate::{MAX_MEMORY_MB, MAX_PARALLELISM, SpecError};
 
 /// A whole pipeline: source → event time → key-by → plugin → sinks.

@@ -93,11 +93,13 @@ impl<O: PartitionOwner> GroupMember<O> {
                 ("queued.max.messages.kbytes", "1024"),
                 ("enable.partition.eof", "false"),
             ],
-        )
-        .create_with_context(MemberContext {
-            owner: Mutex::new(owner),
-        })
-        .map_err(kafka_err("creating the group member"))?;
+        )?
+        .create(
+            MemberContext {
+                owner: Mutex::new(owner),
+            },
+            "creating the group member",
+        )?;
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

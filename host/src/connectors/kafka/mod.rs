@@ -14,6 +14,7 @@ mod source;
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 
 pub use group::{GroupMember, PartitionOwner, TopicPartition};
 pub use sink::{KafkaSink, KafkaSinkState};
@@ -43,25 +44,79 @@ pub mod headers {
 /// source gives up (the broker is unreachable).
 const METADATA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A client configuration: the user's properties, then Weir's own (which
-/// validation keeps the user from setting).
+/// A client configuration, and the credentials in it: errors of creating
+/// the client go through [`Client::create`], which blanks them out.
+struct Client {
+    config: ClientConfig,
+    secrets: Vec<String>,
+}
+
+/// A client configuration: the user's properties (a `<name>.env` read from
+/// the environment variable it names), then Weir's own (which validation
+/// keeps the user from setting).
 fn client_config(
     brokers: &str,
     user: &BTreeMap<String, String>,
     weir: &[(&str, &str)],
-) -> ClientConfig {
+) -> Result<Client, ConnectorError> {
     let mut config = ClientConfig::new();
+    let mut secrets = Vec::new();
     for (name, value) in user {
-        config.set(name, value);
+        match crate::spec::from_env(name) {
+            Some(property) => {
+                let secret = std::env::var(value).map_err(|_| ConnectorError::KafkaConfig {
+                    property: name.clone(),
+                    message: format!("the environment has no {value} (or it is not UTF-8)"),
+                })?;
+                config.set(property, &secret);
+                secrets.push(secret);
+            }
+            None => {
+                if crate::spec::SECRET_PROPERTIES.contains(&name.as_str()) {
+                    secrets.push(value.clone());
+                }
+                config.set(name, value);
+            }
+        }
     }
     config.set("bootstrap.servers", brokers);
     for (name, value) in weir {
         config.set(*name, *value);
     }
-    config
+    secrets.retain(|s| !s.is_empty());
+    Ok(Client { config, secrets })
 }
 
-fn kafka_err(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> ConnectorError {
+impl Client {
+    /// Creates the consumer or producer; an error (librdkafka's config
+    /// errors echo the value set) never carries a credential.
+    fn create<C, T>(&self, context: C, what: &str) -> Result<T, ConnectorError>
+    where
+        C: rdkafka::ClientContext,
+        T: rdkafka::config::FromClientConfigAndContext<C>,
+    {
+        self.config
+            .create_with_context(context)
+            .map_err(|e| kafka_err(what)(self.redact(e)))
+    }
+
+    fn redact(&self, error: KafkaError) -> KafkaError {
+        let blank = |text: String| {
+            self.secrets.iter().fold(text, |text, secret| {
+                text.replace(secret.as_str(), "<redacted>")
+            })
+        };
+        match error {
+            KafkaError::ClientConfig(code, desc, key, value) => {
+                KafkaError::ClientConfig(code, blank(desc), key, blank(value))
+            }
+            KafkaError::ClientCreation(message) => KafkaError::ClientCreation(blank(message)),
+            other => other,
+        }
+    }
+}
+
+fn kafka_err(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ConnectorError {
     let what = what.into();
     move |source| ConnectorError::Kafka { what, source }
 }

@@ -76,23 +76,21 @@ impl KafkaSink {
         context: &SinkContext,
         restore: Option<&KafkaSinkState>,
     ) -> Result<Self, ConnectorError> {
-        let mut config = client_config(
+        let mut client = client_config(
             &spec.brokers,
             &spec.properties,
             &[
                 // No duplicates or reordering from the producer's own retries.
                 ("enable.idempotence", "true"),
             ],
-        );
+        )?;
         if !spec.properties.contains_key("partitioner") {
-            config.set("partitioner", "murmur2_random");
+            client.config.set("partitioner", "murmur2_random");
         }
-        let producer: ThreadedProducer<Deliveries> = config
-            .create_with_context(Deliveries::default())
-            .map_err(kafka_err(format!(
-                "creating the producer for topic {}",
-                spec.topic
-            )))?;
+        let producer: ThreadedProducer<Deliveries> = client.create(
+            Deliveries::default(),
+            &format!("creating the producer for topic {}", spec.topic),
+        )?;
         // The context lives in the producer; keep a handle on it.
         let deliveries = producer.context().clone();
         Ok(Self {

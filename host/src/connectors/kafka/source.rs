@@ -92,9 +92,11 @@ impl KafkaSource {
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
             ],
-        )
-        .create()
-        .map_err(kafka_err("creating the consumer"))?;
+        )?
+        .create(
+            rdkafka::consumer::DefaultConsumerContext,
+            "creating the consumer",
+        )?;
         let mut partitions = Vec::new();
         for topic in &spec.topics {
             let metadata = consumer

@@ -405,3 +405,92 @@ fn a_partition_the_checkpoint_does_not_know_is_read_from_its_oldest_record() {
         .unwrap();
     assert_eq!(read_all(&mut source).len(), 40);
 }
+
+/// What a client sends first to a plain TCP listener on loopback that
+/// never answers: the first bytes of the connection.
+fn first_bytes_sent(properties: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let reader = std::thread::spawn(move || {
+        let began = Instant::now();
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(began.elapsed() < Duration::from_secs(10), "no connection");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).unwrap();
+        buf.to_vec()
+    });
+    let user: BTreeMap<String, String> = properties
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let consumer: BaseConsumer = client_config(&addr, &user, &[("group.id", "weir-test")])
+        .unwrap()
+        .create(
+            rdkafka::consumer::DefaultConsumerContext,
+            "creating the consumer",
+        )
+        .unwrap();
+    // Fails (nothing answers); the connection attempt is what counts.
+    let _ = consumer.fetch_metadata(None, Duration::from_secs(2));
+    reader.join().unwrap()
+}
+
+#[test]
+fn the_built_librdkafka_speaks_tls_and_scram() {
+    // A build without OpenSSL refuses these at configuration ("not
+    // supported in this build").
+    let hello = first_bytes_sent(&[
+        ("security.protocol", "sasl_ssl"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "weir"),
+        ("sasl.password", "not-used"),
+        ("enable.ssl.certificate.verification", "false"),
+    ]);
+    // A TLS record of type handshake (22), version 3.x: a ClientHello.
+    assert_eq!(hello[0], 22, "{hello:?}");
+    assert_eq!(hello[1], 3, "{hello:?}");
+}
+
+#[test]
+fn a_property_read_from_the_environment_is_set_and_never_shown_in_an_error() {
+    // CARGO_MANIFEST_DIR is set in the environment of every `cargo test`.
+    let secret = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let user = BTreeMap::from([("sasl.mechanism.env".into(), "CARGO_MANIFEST_DIR".into())]);
+    // librdkafka refuses the value, and its error quotes it.
+    let client = client_config("127.0.0.1:1", &user, &[("group.id", "weir-test")]).unwrap();
+    let err = client
+        .create::<_, BaseConsumer>(
+            rdkafka::consumer::DefaultConsumerContext,
+            "creating the consumer",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("sasl.mechanism"), "{err}");
+    assert!(err.contains("<redacted>"), "{err}");
+    assert!(!err.contains(&secret), "{err}");
+
+    let user = BTreeMap::from([("sasl.password.env".into(), "WEIR_TEST_NO_SUCH_VAR".into())]);
+    let Err(err) = client_config("127.0.0.1:1", &user, &[]) else {
+        panic!("an unset variable must fail")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("sasl.password.env") && err.contains("WEIR_TEST_NO_SUCH_VAR"),
+        "{err}"
+    );
+}
