@@ -208,8 +208,11 @@ fn checked(result: BatchResult) -> Result<Changes, CallError> {
 fn classify(error: wasmtime::Error) -> CallError {
     if let Some(sandbox) = error.downcast_ref::<SandboxError>() {
         let kind = match sandbox {
-            SandboxError::MemoryExceeded { .. } => CallErrorKind::Memory,
+            SandboxError::MemoryExceeded { .. } | SandboxError::TablesExceeded { .. } => {
+                CallErrorKind::Memory
+            }
             SandboxError::DeadlineExceeded { .. } => CallErrorKind::Deadline,
+            SandboxError::WouldBlock { .. } | SandboxError::NoNetwork { .. } => CallErrorKind::Trap,
         };
         return CallError {
             kind,

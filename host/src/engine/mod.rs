@@ -11,6 +11,7 @@ mod batch;
 pub mod bindings;
 mod instance;
 mod limits;
+mod pool;
 mod wasi;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use batch::{EventBlock, EventBlockBuilder, EventRef, Timer, TooLarge};
 pub use bindings::{ChangeOp, Failure, StoredValue, TimeDomain, WitStateKind};
 pub use instance::{CallError, CallErrorKind, PluginInstance};
 pub use limits::SandboxError;
+pub use pool::{Reservation, slots_for};
 
 use bindings::ProcessorPre;
 use sha2::Digest;
@@ -51,6 +53,16 @@ pub enum EngineError {
     WorldMismatch(String),
     #[error("failed to instantiate the plugin: {0}")]
     Instantiate(String),
+    #[error(
+        "the server's plugin instance pool is full: pipeline {pipeline:?} of parallelism {parallelism} needs {needed} instance slots (one per subtask, as many again for a swap, and one for its trial), and only {free} of {total} are free (running pipelines hold the rest)"
+    )]
+    PoolFull {
+        pipeline: String,
+        parallelism: u32,
+        needed: u32,
+        free: u32,
+        total: u32,
+    },
 }
 
 /// The wasm engine shared by every pipeline of the process.
@@ -58,33 +70,56 @@ pub enum EngineError {
 pub struct Engine {
     inner: wasmtime::Engine,
     cache: Option<ArtifactCache>,
+    ledger: Arc<pool::Ledger>,
     _ticker: Arc<EpochTicker>,
+}
+
+/// The wasmtime configuration every engine uses: epoch deadlines and a pool
+/// in which every one of its `pool::SLOTS` instance slots can hold the
+/// largest instance the per-instance limits allow, so that a pipeline which
+/// reserved its slots always gets its instances.
+fn config() -> Config {
+    use limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling.total_component_instances(pool::SLOTS);
+    pooling.max_core_instances_per_component(MAX_CORE_INSTANCES);
+    pooling.max_memories_per_component(MAX_MEMORIES);
+    pooling.max_tables_per_component(MAX_TABLES);
+    pooling.total_core_instances(pool::SLOTS * MAX_CORE_INSTANCES);
+    pooling.total_memories(pool::SLOTS * MAX_MEMORIES);
+    pooling.total_tables(pool::SLOTS * MAX_TABLES);
+    pooling.max_memory_size((crate::spec::MAX_MEMORY_MB as usize) << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    config
 }
 
 impl Engine {
     /// An engine whose compiled components are cached under `cache_dir`.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let mut pool = PoolingAllocationConfig::default();
-        // Bounds on concurrently live instances; far above what one process
-        // runs (a few per subtask), far below the defaults' address space.
-        pool.total_component_instances(512);
-        pool.total_core_instances(2048);
-        pool.total_memories(1024);
-        pool.total_tables(2048);
-        pool.max_memory_size((crate::spec::MAX_MEMORY_MB as usize) << 20);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let inner =
-            wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(e.to_string()))?;
+            wasmtime::Engine::new(&config()).map_err(|e| EngineError::Config(e.to_string()))?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &inner));
         let ticker = Arc::new(EpochTicker::start(inner.clone()));
         Ok(Self {
             inner,
             cache,
+            ledger: pool::Ledger::new(pool::SLOTS),
             _ticker: ticker,
         })
+    }
+
+    /// Reserves the pool's instance slots a pipeline of `parallelism` may
+    /// hold at once ([`slots_for`]), until the reservation is dropped; a
+    /// pipeline that cannot get them must not start.
+    pub fn reserve_instances(
+        &self,
+        pipeline: &str,
+        parallelism: u32,
+    ) -> Result<Reservation, EngineError> {
+        self.ledger.reserve(pipeline, parallelism)
     }
 
     /// The default cache: `$WEIR_CACHE_DIR`, else `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
@@ -114,8 +149,9 @@ impl Engine {
                 .map_err(|e| EngineError::NotAComponent(format!("{e:#}")))?,
         };
         let mut linker = Linker::<StoreData<H>>::new(&self.inner);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        wasi::add_to_linker(&mut linker).map_err(|e| EngineError::Config(e.to_string()))?;
+        wasi::sockets_as_traps(&mut linker, &component)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         bindings::Processor::add_to_linker::<_, HasSelf<H>>(&mut linker, |d| &mut d.host)
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let pre = linker

@@ -216,6 +216,11 @@ impl OutputBuffer {
         id
     }
 
+    /// The id of `name`, if this buffer has seen it.
+    pub(crate) fn known(&self, name: &str) -> Option<usize> {
+        self.ids.get(name).copied()
+    }
+
     pub(crate) fn push(&mut self, id: usize, record: OutputRecord) {
         self.records.push((id, record));
     }

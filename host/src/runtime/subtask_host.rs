@@ -6,6 +6,16 @@
 //! are applied here, in order, after the call. Every state id, item index and
 //! output name a plugin hands over is checked: a bad one traps the call (for
 //! reads) or rejects the item (for changes), never a host panic.
+//!
+//! What a plugin can make the host hold is bounded too (docs/api.md,
+//! "Limits"): the size of a state value, of a read's result, the number of
+//! output and counter names per pipeline, and the size and rate of log
+//! lines. A write over a limit rejects its item and a read over one traps
+//! the call, so the item goes to `dead-letter` with a reason naming the
+//! limit; log lines over a limit are cut or dropped, with a notice.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::outputs::OutputBuffer;
 use super::timer_service::TimeDomain;
@@ -16,6 +26,167 @@ use crate::engine::bindings::weir::plugin::{log, state, timers, types};
 use crate::engine::{Change, ChangeOp, PluginHost, bindings};
 use crate::spec::{DEAD_LETTER_OUTPUT, LATE_OUTPUT, MAIN_OUTPUT};
 use crate::state::{KeyedStateBackend, StateCatalog, StateError, StateId, StateKind};
+
+/// The largest state value a plugin may write: a value state's value, a map
+/// entry (key and value together) or a list item.
+pub const MAX_STATE_VALUE_BYTES: usize = 1 << 20;
+/// The most one state read (`value-get-batch`, `map-entries`, `list-read`)
+/// may return: the host builds the result before the plugin sees it.
+pub const MAX_READ_BYTES: usize = 16 << 20;
+/// Distinct output names a pipeline's plugin may emit to, besides `main`.
+pub const MAX_OUTPUT_NAMES: usize = 64;
+/// Distinct counter names a pipeline's plugin may add to.
+pub const MAX_COUNTER_NAMES: usize = 256;
+/// The longest output or counter name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The longest log line kept; a longer one is cut.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Log lines a subtask's plugin may write per second; the rest are dropped.
+pub const MAX_LOG_LINES_PER_SECOND: u32 = 100;
+
+/// A limit on what a plugin may make the host hold.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LimitError {
+    #[error(
+        "the plugin wrote a {what} of {len} bytes: the limit is {MAX_STATE_VALUE_BYTES} bytes per state value"
+    )]
+    StateValue { what: &'static str, len: usize },
+    #[error(
+        "the plugin's {call} would return {len} bytes or more: the limit is {MAX_READ_BYTES} bytes per state read"
+    )]
+    Read { call: &'static str, len: usize },
+    #[error(
+        "the plugin emitted to a new output {name:?}: the limit is {MAX_OUTPUT_NAMES} output names per pipeline"
+    )]
+    OutputNames { name: String },
+    #[error(
+        "the plugin added to a new counter {name:?}: the limit is {MAX_COUNTER_NAMES} counter names per pipeline"
+    )]
+    CounterNames { name: String },
+    #[error("the plugin used a {what} name of {len} bytes: the limit is {MAX_NAME_BYTES} bytes")]
+    NameLength { what: &'static str, len: usize },
+}
+
+/// The output and counter names a pipeline's plugin has used, shared by its
+/// subtasks, so that their number is bounded per pipeline (each becomes a
+/// series in `/metrics` and a line in the summary).
+#[derive(Debug, Default)]
+pub(crate) struct PipelineNames {
+    outputs: Mutex<rustc_hash::FxHashSet<String>>,
+    counters: Mutex<rustc_hash::FxHashSet<String>>,
+}
+
+impl PipelineNames {
+    fn admit(
+        names: &Mutex<rustc_hash::FxHashSet<String>>,
+        name: &str,
+        limit: usize,
+    ) -> Result<(), ()> {
+        let mut names = names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.contains(name) {
+            return Ok(());
+        }
+        if names.len() >= limit {
+            return Err(());
+        }
+        names.insert(name.to_owned());
+        Ok(())
+    }
+
+    fn admit_output(&self, name: &str) -> Result<(), LimitError> {
+        check_name("output", name)?;
+        Self::admit(&self.outputs, name, MAX_OUTPUT_NAMES).map_err(|()| LimitError::OutputNames {
+            name: name.to_owned(),
+        })
+    }
+
+    fn admit_counter(&self, name: &str) -> Result<(), LimitError> {
+        check_name("counter", name)?;
+        Self::admit(&self.counters, name, MAX_COUNTER_NAMES).map_err(|()| {
+            LimitError::CounterNames {
+                name: name.to_owned(),
+            }
+        })
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), LimitError> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(LimitError::NameLength {
+            what,
+            len: name.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A state value of `len` bytes the plugin writes, checked against its limit.
+fn check_value(what: &'static str, len: usize) -> Result<(), LimitError> {
+    if len > MAX_STATE_VALUE_BYTES {
+        return Err(LimitError::StateValue { what, len });
+    }
+    Ok(())
+}
+
+/// A read's result of `len` bytes so far, checked against the budget.
+fn check_read(call: &'static str, len: usize) -> wasmtime::Result<()> {
+    if len > MAX_READ_BYTES {
+        return Err(LimitError::Read { call, len }.into());
+    }
+    Ok(())
+}
+
+/// The log lines of one subtask's plugin in the current second.
+struct LogBudget {
+    second: Instant,
+    lines: u32,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            second: Instant::now(),
+            lines: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether a line may be written now; the first line dropped in a
+    /// second is replaced by a notice.
+    fn admit(&mut self, pipeline: &str, subtask: usize) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.second) >= Duration::from_secs(1) {
+            self.second = now;
+            self.lines = 0;
+        }
+        self.lines = self.lines.saturating_add(1);
+        if self.lines == MAX_LOG_LINES_PER_SECOND + 1 {
+            tracing::warn!(
+                pipeline,
+                subtask,
+                "plugin log rate limit reached ({MAX_LOG_LINES_PER_SECOND} lines a second per subtask): dropping its lines for the rest of this second"
+            );
+        }
+        self.lines <= MAX_LOG_LINES_PER_SECOND
+    }
+}
+
+/// `message` cut to `MAX_LOG_LINE_BYTES` (at a character boundary).
+fn cut_log_line(mut message: String) -> String {
+    if message.len() > MAX_LOG_LINE_BYTES {
+        let total = message.len();
+        let mut end = MAX_LOG_LINE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!(
+            "... (cut: {total} bytes, the limit is {MAX_LOG_LINE_BYTES})"
+        ));
+    }
+    message
+}
 
 /// The key, key group and time of one item of the batch in hand.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +276,8 @@ pub(crate) enum ChangeError {
     #[error("the plugin returned a {} change without its {field}", op_name(*op))]
     Missing { op: ChangeOp, field: &'static str },
     #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error(transparent)]
     State(#[from] StateError),
 }
 
@@ -121,6 +294,9 @@ pub(crate) struct SubtaskHost {
     /// reaches the host this way before the trap.
     pub(crate) last_error_log: Option<String>,
     pub(crate) counters: rustc_hash::FxHashMap<String, u64>,
+    /// The output and counter names of the whole pipeline.
+    pub(crate) names: Arc<PipelineNames>,
+    log_budget: LogBudget,
     main_output: usize,
 }
 
@@ -174,6 +350,8 @@ impl SubtaskHost {
             watermark: i64::MIN,
             last_error_log: None,
             counters: Default::default(),
+            names: Default::default(),
+            log_budget: LogBudget::default(),
             main_output,
         }
     }
@@ -193,7 +371,9 @@ impl SubtaskHost {
         match op {
             ChangeOp::ValueSet => {
                 let id = state(StateKind::Value)?;
-                self.backend.value_set(kg, id, key, value()?)?;
+                let value = value()?;
+                check_value("value", value.len())?;
+                self.backend.value_set(kg, id, key, value)?;
             }
             ChangeOp::ValueClear => {
                 let id = state(StateKind::Value)?;
@@ -201,7 +381,9 @@ impl SubtaskHost {
             }
             ChangeOp::MapPut => {
                 let id = state(StateKind::Map)?;
-                let (map_key, value) = (map_key()?.to_vec(), value()?.to_vec());
+                let (map_key, value) = (map_key()?, value()?);
+                check_value("map entry", map_key.len() + value.len())?;
+                let (map_key, value) = (map_key.to_vec(), value.to_vec());
                 self.backend.map_put(kg, id, key, map_key, value)?;
             }
             ChangeOp::MapRemove => {
@@ -214,7 +396,9 @@ impl SubtaskHost {
             }
             ChangeOp::ListAppend => {
                 let id = state(StateKind::List)?;
-                self.backend.list_append(kg, id, key, value()?.to_vec())?;
+                let value = value()?;
+                check_value("list item", value.len())?;
+                self.backend.list_append(kg, id, key, value.to_vec())?;
             }
             ChangeOp::ListClear => {
                 let id = state(StateKind::List)?;
@@ -239,7 +423,13 @@ impl SubtaskHost {
                         if name.is_empty() || name == LATE_OUTPUT || name == DEAD_LETTER_OUTPUT {
                             return Err(ChangeError::ReservedOutput(name.to_owned()));
                         }
-                        self.outputs.id(name)
+                        match self.outputs.known(name) {
+                            Some(id) => id,
+                            None => {
+                                self.names.admit_output(name)?;
+                                self.outputs.id(name)
+                            }
+                        }
                     }
                 };
                 let origin = self.scope.next_output(item);
@@ -321,9 +511,9 @@ impl state::Host for SubtaskHost {
                 .backend
                 .value_get_into(kg, id, key, &mut values.bytes)
                 .map_err(state_err)?;
+            check_read("value-get-batch", values.bytes.len())?;
             let len = if present {
-                // A plugin's memory is capped far below 2 GiB, so a value
-                // it wrote always fits.
+                // Bounded by the read budget, far below 2 GiB.
                 i32::try_from(values.bytes.len() - before)
                     .map_err(|_| wasmtime::Error::msg("a state value exceeds 2 GiB"))?
             } else {
@@ -350,13 +540,20 @@ impl state::Host for SubtaskHost {
     fn map_entries(&mut self, state: u32, item: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let id = checked(&self.catalog, state, StateKind::Map)?;
         let (kg, key) = read_item(&self.scope, item)?;
-        self.backend.map_entries(kg, id, key).map_err(state_err)
+        let entries = self.backend.map_entries(kg, id, key).map_err(state_err)?;
+        check_read(
+            "map-entries",
+            entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        )?;
+        Ok(entries)
     }
 
     fn list_read(&mut self, state: u32, item: u32) -> wasmtime::Result<Vec<Vec<u8>>> {
         let id = checked(&self.catalog, state, StateKind::List)?;
         let (kg, key) = read_item(&self.scope, item)?;
-        self.backend.list_read(kg, id, key).map_err(state_err)
+        let items = self.backend.list_read(kg, id, key).map_err(state_err)?;
+        check_read("list-read", items.iter().map(Vec::len).sum())?;
+        Ok(items)
     }
 }
 
@@ -372,7 +569,15 @@ impl timers::Host for SubtaskHost {
 
 impl log::Host for SubtaskHost {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let message = cut_log_line(message);
         let (pipeline, subtask) = (&self.pipeline, self.subtask);
+        if !self.log_budget.admit(pipeline, subtask) {
+            // Dropped, but a panic's message still reaches the dead letter.
+            if matches!(level, log::Level::Error) {
+                self.last_error_log = Some(message);
+            }
+            return Ok(());
+        }
         match level {
             log::Level::Trace => tracing::trace!(pipeline, subtask, "plugin: {message}"),
             log::Level::Debug => tracing::debug!(pipeline, subtask, "plugin: {message}"),
@@ -387,7 +592,13 @@ impl log::Host for SubtaskHost {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        *self.counters.entry(name).or_default() += delta;
+        match self.counters.get_mut(&name) {
+            Some(count) => *count += delta,
+            None => {
+                self.names.admit_counter(&name)?;
+                self.counters.insert(name, delta);
+            }
+        }
         Ok(())
     }
 }
@@ -435,6 +646,190 @@ mod tests {
             });
             assert_eq!(from_batch, host.value_get(window, item as u32).unwrap());
         }
+    }
+
+    fn change<'a>(op: ChangeOp, state: u32, fields: [Option<&'a [u8]>; 3]) -> Change<'a> {
+        let [name, key, value] = fields;
+        Change {
+            item: 0,
+            op,
+            state,
+            domain: bindings::TimeDomain::EventTime,
+            timestamp: 0,
+            name,
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_state_write_over_the_value_limit_rejects_its_item_naming_the_limit() {
+        let mut host = host_with_batch(&[b"a"]);
+        let value = host.declare("v".into(), WitStateKind::Value).unwrap();
+        let map = host.declare("m".into(), WitStateKind::Map).unwrap();
+        let list = host.declare("l".into(), WitStateKind::List).unwrap();
+        let at_limit = vec![7u8; MAX_STATE_VALUE_BYTES];
+        let over = vec![7u8; MAX_STATE_VALUE_BYTES + 1];
+        host.apply(change(
+            ChangeOp::ValueSet,
+            value,
+            [None, None, Some(&at_limit)],
+        ))
+        .unwrap();
+        host.apply(change(
+            ChangeOp::ListAppend,
+            list,
+            [None, None, Some(&at_limit)],
+        ))
+        .unwrap();
+        for (op, state, key) in [
+            (ChangeOp::ValueSet, value, None),
+            (ChangeOp::ListAppend, list, None),
+            (ChangeOp::MapPut, map, Some(&b"k"[..])),
+        ] {
+            let error = host
+                .apply(change(op, state, [None, key, Some(&over)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("limit is {MAX_STATE_VALUE_BYTES} bytes")),
+                "{error}"
+            );
+        }
+        // A map entry counts its key too.
+        let error = host
+            .apply(change(
+                ChangeOp::MapPut,
+                map,
+                [None, Some(b"kk"), Some(&at_limit)],
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("map entry"), "{error}");
+        assert_eq!(
+            host.value_get(value, 0).unwrap().map(|v| v.len()),
+            Some(MAX_STATE_VALUE_BYTES),
+            "the value within the limit was kept, the one over it refused"
+        );
+    }
+
+    #[test]
+    fn a_read_over_the_budget_traps_naming_the_limit() {
+        let mut host = host_with_batch(&[b"a", b"b"]);
+        let list = host.declare("l".into(), WitStateKind::List).unwrap();
+        let map = host.declare("m".into(), WitStateKind::Map).unwrap();
+        let item = vec![1u8; MAX_STATE_VALUE_BYTES];
+        for n in 0..=MAX_READ_BYTES / MAX_STATE_VALUE_BYTES {
+            let kg = key_group(b"a");
+            host.backend
+                .list_append(kg, list, b"a", item.clone())
+                .unwrap();
+            let map_key = (n as u32).to_be_bytes().to_vec();
+            host.backend
+                .map_put(kg, map, b"a", map_key, item.clone())
+                .unwrap();
+        }
+        for call in [
+            host.list_read(list, 0).map(|_| ()),
+            host.map_entries(map, 0).map(|_| ()),
+        ] {
+            let error = call.unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("limit is {MAX_READ_BYTES} bytes per state read")),
+                "{error}"
+            );
+        }
+        assert!(host.list_read(list, 1).unwrap().is_empty());
+
+        // A batch read stops building its result once over the budget.
+        let mut host = host_with_batch(&vec![&b"k"[..]; 17]);
+        let value = host.declare("v".into(), WitStateKind::Value).unwrap();
+        host.backend
+            .value_set(key_group(b"k"), value, b"k", &item)
+            .unwrap();
+        let error = host.value_get_batch(value).unwrap_err().to_string();
+        assert!(error.contains("value-get-batch"), "{error}");
+    }
+
+    #[test]
+    fn output_and_counter_names_are_bounded_per_pipeline_across_subtasks() {
+        let names = Arc::new(PipelineNames::default());
+        let mut subtasks: Vec<SubtaskHost> = (0..2)
+            .map(|_| {
+                let mut host = host_with_batch(&[b"a"]);
+                host.names = names.clone();
+                host
+            })
+            .collect();
+        let emit = |host: &mut SubtaskHost, name: &str| {
+            host.apply(change(
+                ChangeOp::Emit,
+                0,
+                [Some(name.as_bytes()), None, Some(b"x")],
+            ))
+        };
+        // `main` is not counted; the subtasks share the other names.
+        emit(&mut subtasks[0], "main").unwrap();
+        for n in 0..MAX_OUTPUT_NAMES {
+            emit(&mut subtasks[n % 2], &format!("out-{n}")).unwrap();
+        }
+        let error = emit(&mut subtasks[1], "one-more").unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(
+                "limit is {MAX_OUTPUT_NAMES} output names per pipeline"
+            )),
+            "{error}"
+        );
+        // Names already in use stay usable, from any subtask.
+        emit(&mut subtasks[0], "out-1").unwrap();
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let fresh = &mut host_with_batch(&[b"a"]);
+        let error = emit(fresh, &long).unwrap_err().to_string();
+        assert!(error.contains("output name of 257 bytes"), "{error}");
+
+        use log::Host as _;
+        for n in 0..MAX_COUNTER_NAMES {
+            subtasks[n % 2].counter_add(format!("c-{n}"), 1).unwrap();
+        }
+        // Flushed counters (drained) still count against the limit.
+        subtasks[0].counters.clear();
+        subtasks[0].counter_add("c-0".into(), 1).unwrap();
+        let error = subtasks[0]
+            .counter_add("c-new".into(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!(
+                "limit is {MAX_COUNTER_NAMES} counter names per pipeline"
+            )),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn log_lines_are_cut_to_their_limit_and_a_flood_is_dropped() {
+        let line = cut_log_line("é".repeat(MAX_LOG_LINE_BYTES));
+        assert!(line.len() < MAX_LOG_LINE_BYTES + 100, "{}", line.len());
+        assert!(line.ends_with(&format!(
+            "(cut: {} bytes, the limit is {MAX_LOG_LINE_BYTES})",
+            2 * MAX_LOG_LINE_BYTES
+        )));
+        assert_eq!(cut_log_line("short".into()), "short");
+
+        let mut budget = LogBudget::default();
+        let admitted = (0..10 * MAX_LOG_LINES_PER_SECOND)
+            .filter(|_| budget.admit("t", 0))
+            .count();
+        assert_eq!(admitted, MAX_LOG_LINES_PER_SECOND as usize);
+        budget.second -= Duration::from_secs(1);
+        assert!(budget.admit("t", 0), "a new second has a new budget");
+
+        // A dropped error line is still the message a trap reports.
+        use log::Host as _;
+        let mut host = host_with_batch(&[]);
+        host.log_budget.lines = MAX_LOG_LINES_PER_SECOND;
+        host.log(log::Level::Error, "boom".into()).unwrap();
+        assert_eq!(host.last_error_log.as_deref(), Some("boom"));
     }
 
     #[test]
