@@ -24,17 +24,29 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server whose API clients may also use the data dir's parent (the
+    /// test's temporary folder, where tests keep their inputs and outputs).
     pub fn start(data_dir: &Path, token: Option<&str>) -> Self {
+        let parent = data_dir.parent().unwrap();
+        std::fs::create_dir_all(parent).unwrap();
+        Self::start_with(data_dir, token, &[std::ffi::OsStr::new("--allow-path"), parent.as_os_str()])
+    }
+
+    /// A server started with `extra` arguments and nothing allowed beyond
+    /// them.
+    pub fn start_with(data_dir: &Path, token: Option<&str>, extra: &[&std::ffi::OsStr]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .current_dir(data_dir.parent().unwrap())
             .env_remove("WEIR_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // From the environment: `weir serve` takes no token on its command line.
         if let Some(token) = token {
-            command.args(["--token", token]);
+            command.env("WEIR_TOKEN", token);
         }
         let mut child = command.spawn().expect("starting weir serve");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
@@ -82,7 +94,10 @@ impl Server {
         token: Option<&str>,
     ) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
-        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            request = request.header("Content-Type", content_type_of(method, path));
+        }
         let request = match token {
             Some(t) => request.header("Authorization", format!("Bearer {t}")),
             None => request,
@@ -148,6 +163,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no last checkpoint.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -167,6 +186,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The content type `weir serve` takes for a body on `path`.
+pub fn content_type_of(method: &str, path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    if method == "POST" && path == "/v1/plugins" {
+        "application/wasm"
+    } else if path.ends_with("/events") {
+        "application/x-ndjson"
+    } else {
+        "application/json"
     }
 }
 

@@ -8,19 +8,26 @@
 //! from its latest checkpoint. Each run is a `runtime::Pipeline` on its own
 //! thread; this module only talks to it through `PipelineControl`. Blocking
 //! calls here are meant for `spawn_blocking`, never the async executor.
+//!
+//! A spec sent over HTTP names no server directory: state and checkpoints
+//! go to `<data-dir>/state/<name>` and `<data-dir>/checkpoints/<name>`, the
+//! only directories (with `pipelines/<name>`) a delete removes; its file
+//! paths resolve under the server's `PathPolicy` (see `paths`), and no two
+//! pipelines' sinks (or a sink and a source) resolve to one file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::ingest_body::{INGEST_PATIENCE, json_lines};
+use super::paths::{Access, FileClaims, PathError, PathPolicy};
 use super::registry::{PluginInfo, Registry, RegistryError};
 use super::state_view;
 use super::supervise::{RateMeter, trim_ingest_log};
@@ -30,7 +37,13 @@ use crate::engine::Engine;
 use crate::runtime::{
     ControlError, LiveStatus, Pipeline, PipelineControl, RunOptions, SwapError, now_ms,
 };
-use crate::spec::{PipelineSpec, SourceSpec};
+use crate::spec::{KafkaPropertyPolicy, PipelineSpec, SinkSpec, SourceSpec};
+
+/// Checkpoints of a pipeline created over HTTP: at most this often...
+pub const MIN_SERVE_CHECKPOINT_INTERVAL_MS: u64 = 100;
+/// ...and at most this many kept (each holds a copy or hard links of the
+/// whole state).
+pub const MAX_SERVE_CHECKPOINT_RETAIN: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +61,9 @@ struct Record {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RunState {
+    /// Wanted running at the server's start, and not started yet: the
+    /// server answers while its pipelines resume in the background.
+    Resuming,
     Running,
     Stopped,
     Finished,
@@ -61,6 +77,9 @@ struct Run {
     live: Option<Arc<LiveStatus>>,
     thread: Option<JoinHandle<()>>,
     started: Option<Instant>,
+    /// What the current (or last) run started from, and the unusable
+    /// checkpoints it skipped to get there (status `resumed_from`).
+    resumed_from: Option<Value>,
 }
 
 struct Managed {
@@ -74,16 +93,34 @@ struct Managed {
     lifecycle: Mutex<()>,
     /// Events per second over the last second or so, as f64 bits.
     rate: AtomicU64,
+    /// What `GET .../checkpoints` shows of each retained checkpoint, read
+    /// from its manifest once.
+    listed: Mutex<BTreeMap<u64, Value>>,
 }
 
 pub struct Pipelines {
     engine: Engine,
     data_dir: PathBuf,
+    /// Where API clients' paths may resolve.
+    policy: PathPolicy,
     pub registry: Registry,
     entries: Mutex<BTreeMap<String, Arc<Managed>>>,
     /// Digests a swap in progress is moving to: in use, not deletable.
     swapping: Mutex<Vec<String>>,
+    /// Which Kafka client properties a spec may set (checked at every
+    /// start, so a narrower list at restart applies to stored specs too).
+    kafka: KafkaPropertyPolicy,
+    /// Set by `shutdown`: no pipeline resumes any more.
+    shutting_down: AtomicBool,
 }
+
+/// How long a lifecycle command waits for the one before it on the same
+/// pipeline (a start restoring much state, a stop waiting for its
+/// pipeline) before it is answered 409.
+const LIFECYCLE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a run that was aborted may take to end (its own joins are
+/// bounded by a shorter grace).
+const ABORTED_RUN_GRACE: Duration = Duration::from_secs(5);
 
 /// Marks a digest as the target of a swap while alive.
 struct InUse<'a> {
@@ -111,15 +148,24 @@ impl Drop for InUse<'_> {
 }
 
 impl Pipelines {
-    /// Opens the data dir and starts every pipeline that was running.
-    pub fn open(engine: Engine, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+    /// Opens the data dir; the pipelines that were running are marked
+    /// `resuming`, for `resume` to start once the server listens.
+    pub fn open(
+        engine: Engine,
+        data_dir: &Path,
+        policy: PathPolicy,
+        kafka: KafkaPropertyPolicy,
+    ) -> anyhow::Result<Arc<Self>> {
         let registry = Registry::open(&data_dir.join("plugins"))?;
         let this = Arc::new(Self {
             engine,
             data_dir: data_dir.to_owned(),
+            policy,
             registry,
             entries: Mutex::new(BTreeMap::new()),
             swapping: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            kafka,
         });
         let root = data_dir.join("pipelines");
         std::fs::create_dir_all(&root)?;
@@ -159,14 +205,35 @@ impl Pipelines {
                 .expect("lock")
                 .insert(spec.name.clone(), managed.clone());
             if wanted {
-                tracing::info!(pipeline = spec.name, "resuming");
-                if let Err(e) = this.start_run(&managed, None) {
-                    tracing::error!(pipeline = spec.name, "cannot resume: {e}");
-                    managed.run.lock().expect("lock").state = RunState::Failed(e.to_string());
-                }
+                managed.run.lock().expect("lock").state = RunState::Resuming;
             }
         }
         Ok(this)
+    }
+
+    /// Starts every pipeline that was running when the server stopped, one
+    /// after the other; meant for a thread of its own, after the server
+    /// listens (a pipeline that is slow to start, or never starts, must not
+    /// keep the API from answering). A pipeline deleted or stopped while it
+    /// waited is not started.
+    pub fn resume(&self) {
+        for managed in self.all() {
+            if self.shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(_one_at_a_time) = self.lock_lifecycle(&managed) else {
+                continue;
+            };
+            let wanted = managed.record.lock().expect("lock").desired == Desired::Running;
+            if !wanted || managed.run.lock().expect("lock").state != RunState::Resuming {
+                continue;
+            }
+            tracing::info!(pipeline = managed.name, "resuming");
+            if let Err(e) = self.start_run(&managed, None) {
+                tracing::error!(pipeline = managed.name, "cannot resume: {e}");
+                managed.run.lock().expect("lock").state = RunState::Failed(e.to_string());
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -192,10 +259,12 @@ impl Pipelines {
                 live: None,
                 thread: None,
                 started: None,
+                resumed_from: None,
             }),
             ingest,
             lifecycle: Mutex::new(()),
             rate: AtomicU64::new(0),
+            listed: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -222,7 +291,12 @@ impl Pipelines {
     pub fn create(&self, body: &[u8]) -> ApiResult<Value> {
         let raw: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the spec is not valid JSON: {e}")))?;
-        let effective = self.with_serve_defaults(raw)?;
+        let mut effective = self.with_serve_defaults(raw)?;
+        let spec = parse_spec(&effective)?;
+        check_serve_bounds(&spec)?;
+        // The record keeps the resolved paths: what was checked is what
+        // runs, and what other pipelines are checked against.
+        self.confine(&mut effective, &spec)?;
         let spec = parse_spec(&effective)?;
         let digest = spec
             .plugin
@@ -245,7 +319,7 @@ impl Pipelines {
             let mut entries = self.entries.lock().expect("lock");
             if entries.contains_key(&spec.name) {
                 return Err(ApiError::Conflict(format!(
-                    "a pipeline named {:?} exists; delete it first or choose another name",
+                    "a pipeline named {:?} exists (or is being deleted); delete it first or choose another name",
                     spec.name
                 )));
             }
@@ -304,27 +378,133 @@ impl Pipelines {
         let state = object.entry("state").or_insert_with(|| json!({}));
         if let Some(state) = state.as_object_mut() {
             state.entry("backend").or_insert_with(|| json!("rocksdb"));
-            state.entry("dir").or_insert_with(|| dir("state"));
+            self.server_dir("state", state.get("dir"))?;
+            state.insert("dir".into(), dir("state"));
         }
         let checkpoint = object.entry("checkpoint").or_insert_with(|| json!({}));
         if checkpoint.is_null() {
             *checkpoint = json!({});
         }
         if let Some(checkpoint) = checkpoint.as_object_mut() {
-            checkpoint
-                .entry("dir")
-                .or_insert_with(|| dir("checkpoints"));
+            self.server_dir("checkpoint", checkpoint.get("dir"))?;
+            checkpoint.insert("dir".into(), dir("checkpoints"));
         }
         Ok(spec)
     }
 
+    /// `<section>.dir` of a spec sent over HTTP: the server chooses it (a
+    /// delete removes `<dir>/<name>`), so anything but its own choice is
+    /// refused rather than silently replaced.
+    fn server_dir(&self, section: &str, given: Option<&Value>) -> ApiResult<()> {
+        let default = self.data_dir.join(match section {
+            "state" => "state",
+            _ => "checkpoints",
+        });
+        match given {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if same_dir(Path::new(s), &default) => Ok(()),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "{section}.dir: under weir serve the server chooses this directory ({}); \
+                 remove the field (got {other})",
+                default.display()
+            ))),
+        }
+    }
+
+    /// Resolves the file paths `spec` names under the path policy, and
+    /// writes the resolved ones into `effective`: the files it claims.
+    fn confine(&self, effective: &mut Value, spec: &PipelineSpec) -> ApiResult<FileClaims> {
+        let mut claims = FileClaims::default();
+        if let SourceSpec::File { path, .. } = &spec.source {
+            let resolved = self.resolve("source.path", path, Access::ReadFile)?;
+            effective["source"]["path"] = path_json("source.path", &resolved)?;
+            claims.source = Some(resolved);
+        }
+        for (i, sink) in spec.sinks.iter().enumerate() {
+            if let SinkSpec::File { path, .. } = sink {
+                let field = format!("sink[{i}].path");
+                let resolved = self.resolve(&field, path, Access::WriteFile)?;
+                effective["sink"][i]["path"] = path_json(&field, &resolved)?;
+                claims.sinks.push((field, resolved));
+            }
+        }
+        if let Some(from) = &spec.restore_from {
+            let resolved = self.resolve("restore_from", from, Access::ReadSnapshot)?;
+            effective["restore_from"] = path_json("restore_from", &resolved)?;
+        }
+        match claims.own_clash() {
+            Some(clash) => Err(ApiError::BadRequest(clash)),
+            None => Ok(claims),
+        }
+    }
+
+    fn resolve(&self, field: &str, path: &Path, access: Access) -> ApiResult<PathBuf> {
+        self.policy
+            .resolve(field, path, access)
+            .map_err(|e: PathError| ApiError::BadRequest(e.to_string()))
+    }
+
+    /// Refuses `claims` if one of its sinks would write a file another
+    /// pipeline (running or not) writes or reads. Every pipeline is
+    /// registered before it checks, so of two that clash the later one to
+    /// check always sees the other.
+    fn check_clashes(&self, name: &str, claims: &FileClaims) -> ApiResult<()> {
+        for other in self.all().iter().filter(|m| m.name != name) {
+            let spec = other.record.lock().expect("lock").spec.clone();
+            let Ok(theirs) = parse_spec(&spec).map(|s| claims_of(&s)) else {
+                continue;
+            };
+            if let Some(clash) = claims.clash_with(&other.name, &theirs) {
+                return Err(ApiError::Conflict(clash));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directories this server made for pipeline `name`: all a delete
+    /// removes.
+    fn owned_dirs(&self, name: &str) -> [PathBuf; 3] {
+        [
+            self.data_dir.join("state").join(name),
+            self.data_dir.join("checkpoints").join(name),
+            self.data_dir.join("pipelines").join(name),
+        ]
+    }
+
     /// Starts a run of `managed` from `from` (a savepoint), else from its
-    /// latest checkpoint, else from the start.
+    /// latest checkpoint that verifies, else (it never completed one) from
+    /// the start. Checkpoints that exist but cannot be restored fail the
+    /// start (see `checkpoint::resume_point`).
     fn start_run(&self, managed: &Arc<Managed>, from: Option<&Path>) -> ApiResult<()> {
+        self.start_run_with(managed, from, false)
+    }
+
+    /// `start_run`, or with `from_scratch` (the user asked) a run that
+    /// forgets the pipeline's checkpoints and rewrites its output.
+    fn start_run_with(
+        &self,
+        managed: &Arc<Managed>,
+        from: Option<&Path>,
+        from_scratch: bool,
+    ) -> ApiResult<()> {
         let record = managed.record.lock().expect("lock").clone();
-        let spec = parse_spec(&record.spec)?;
+        let mut effective = record.spec.clone();
+        let spec = parse_spec(&effective)?;
+        // Checked again at every start: a record written by an older server,
+        // a root no longer allowed, or a symlink changed since the create.
+        self.server_dir("state", Some(&json!(spec.state.dir)))?;
+        if let Some(c) = &spec.checkpoint {
+            self.server_dir("checkpoint", Some(&json!(c.dir)))?;
+        }
+        let claims = self.confine(&mut effective, &spec)?;
+        self.check_clashes(&managed.name, &claims)?;
+        let spec = parse_spec(&effective)?;
+        self.kafka
+            .check(&spec)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let digest = spec.plugin.digest.clone().unwrap_or_default();
         let component = self.registry.bytes(&digest).map_err(registry_error)?;
+        let mut skipped = Vec::new();
         let restore = match from {
             Some(path) => Some(checkpoint::load_checkpoint(path).map_err(|e| {
                 ApiError::BadRequest(format!(
@@ -332,10 +512,20 @@ impl Pipelines {
                     path.display()
                 ))
             })?),
-            None => checkpoint::resume_point(&spec, false, |problem| {
+            None => checkpoint::resume_point(&spec, from_scratch, |problem| {
                 tracing::warn!(pipeline = spec.name, "{problem}");
+                skipped.push(problem.to_owned());
             })
             .map_err(|e| ApiError::Conflict(format!("cannot resume: {e}")))?,
+        };
+        let resumed_from = match &restore {
+            Some(r) => json!({
+                "kind": kind_name(r.manifest.kind),
+                "id": r.manifest.id,
+                "skipped": skipped,
+            }),
+            None if from_scratch => json!({"kind": "scratch"}),
+            None => json!({"kind": "start"}),
         };
         if let Some(r) = &restore {
             tracing::info!(
@@ -351,6 +541,7 @@ impl Pipelines {
             report: Some(|line| tracing::info!("{line}")),
             ingest: managed.ingest.clone(),
             inspect: false,
+            start_over: from_scratch,
         };
         let pipeline = Pipeline::start(&self.engine, &spec, &component, Instant::now(), options)
             .map_err(|e| match e {
@@ -358,6 +549,10 @@ impl Pipelines {
                 | crate::runtime::PipelineError::Engine(_) => {
                     ApiError::PluginRefused(e.to_string())
                 }
+                // A FIFO or a device as a file source: the spec is wrong.
+                crate::runtime::PipelineError::Connector(
+                    ref c @ crate::connectors::ConnectorError::NotAFile { .. },
+                ) => ApiError::BadRequest(format!("source.path: {c}")),
                 other => ApiError::Conflict(format!("cannot start: {other}")),
             })?;
         let control = pipeline.control();
@@ -403,24 +598,50 @@ impl Pipelines {
         run.live = Some(live);
         run.thread = Some(thread);
         run.started = Some(Instant::now());
+        run.resumed_from = Some(resumed_from);
         Ok(())
     }
 
-    /// Stops a running pipeline at a checkpoint and waits for it.
+    /// Stops a running pipeline at a checkpoint and waits for it, within
+    /// its answer timeout: a pipeline that does not stop by then is failed
+    /// (aborted), and one whose run does not even end then is left behind.
     fn stop_run(managed: &Managed) -> ApiResult<()> {
         let (control, thread) = {
             let mut run = managed.run.lock().expect("lock");
             (run.control.clone(), run.thread.take())
         };
-        if let Some(control) = control {
+        if let Some(control) = &control {
             // It may have ended on its own meanwhile: that is a stop too.
             let _ = control.stop();
         }
+        let mut unresponsive = false;
         if let Some(thread) = thread {
-            let _ = thread.join();
+            let patience = control
+                .as_ref()
+                .map_or(ABORTED_RUN_GRACE, |c| c.answer_timeout());
+            let mut ended = wait_for(&thread, patience);
+            if !ended && let Some(control) = &control {
+                control.give_up("the pipeline did not stop");
+                ended = wait_for(&thread, ABORTED_RUN_GRACE);
+            }
+            if ended {
+                let _ = thread.join();
+            } else {
+                // Dropping the handle leaves the thread behind.
+                let mut run = managed.run.lock().expect("lock");
+                run.control = None;
+                run.state = RunState::Failed(format!(
+                    "the pipeline did not stop within {} s and its run did not end when aborted; its threads are left running",
+                    patience.as_secs()
+                ));
+            }
+            unresponsive = control.as_ref().is_some_and(|c| c.aborted().is_some()) || !ended;
         }
         let run = managed.run.lock().expect("lock");
         match &run.state {
+            RunState::Failed(e) if unresponsive => Err(ApiError::Unresponsive(format!(
+                "the pipeline did not answer and was failed: {e}"
+            ))),
             RunState::Failed(e) => Err(ApiError::Conflict(format!(
                 "the pipeline failed while stopping: {e}"
             ))),
@@ -442,6 +663,7 @@ impl Pipelines {
         let record = managed.record.lock().expect("lock").clone();
         let run = managed.run.lock().expect("lock");
         let (state, error) = match &run.state {
+            RunState::Resuming => ("resuming", None),
             RunState::Running => ("running", None),
             RunState::Stopped => ("stopped", None),
             RunState::Finished => ("finished", None),
@@ -487,6 +709,7 @@ impl Pipelines {
             "swaps": 0,
             "last_swap_pause_ms": null,
             "uptime_s": run.started.filter(|_| run.state == RunState::Running).map(|t| t.elapsed().as_secs_f64()),
+            "resumed_from": run.resumed_from,
         });
         if let Some(live) = &run.live {
             let m = &live.metrics;
@@ -527,7 +750,13 @@ impl Pipelines {
         &self,
         managed: &'a Arc<Managed>,
     ) -> ApiResult<std::sync::MutexGuard<'a, ()>> {
-        let guard = managed.lifecycle.lock().expect("lock");
+        let guard = lock_within(&managed.lifecycle, LIFECYCLE_PATIENCE).ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "pipeline {:?} is busy: another start, stop, swap or delete of it has run for over {} s; retry later",
+                managed.name,
+                LIFECYCLE_PATIENCE.as_secs()
+            ))
+        })?;
         let current = self
             .entries
             .lock()
@@ -585,6 +814,9 @@ impl Pipelines {
                 }
                 SwapError::NotRunning => ApiError::Conflict(e.to_string()),
                 SwapError::Partial { .. } => ApiError::Internal(e.to_string()),
+                SwapError::Unresponsive(m) => ApiError::Unresponsive(format!(
+                    "the pipeline did not answer and was failed: {m}"
+                )),
             })?;
         // A restart runs what runs now; a checkpoint right after the swap
         // makes it durable before the answer (a restore resumes with the
@@ -624,18 +856,28 @@ impl Pipelines {
         let list: Vec<Value> = match &spec.checkpoint {
             None => Vec::new(),
             Some(c) => {
+                // One directory listing per request; each checkpoint's
+                // manifest is read once (never its state files: verifying
+                // those is a restore's job, and costs a read of all state).
                 let store = CheckpointStore::new(&c.dir, &spec.name);
-                store
-                    .ids()
-                    .into_iter()
-                    .filter_map(|id| checkpoint::load_checkpoint(&store.dir_of(id)).ok())
-                    .map(|c| {
-                        let m = c.manifest;
-                        json!({"id": m.id, "kind": kind_name(m.kind), "created_ms": m.created_ms,
-                               "duration_ms": m.duration_ms, "size_bytes": m.size_bytes,
-                               "finished": m.finished, "path": c.dir})
-                    })
-                    .collect()
+                let ids = store.ids();
+                let mut listed = managed.listed.lock().expect("lock");
+                listed.retain(|id, _| ids.binary_search(id).is_ok());
+                for id in ids {
+                    if listed.contains_key(&id) {
+                        continue;
+                    }
+                    let dir = store.dir_of(id);
+                    if let Ok(m) = checkpoint::read_manifest(&dir) {
+                        listed.insert(
+                            id,
+                            json!({"id": m.id, "kind": kind_name(m.kind), "created_ms": m.created_ms,
+                                   "duration_ms": m.duration_ms, "size_bytes": m.size_bytes,
+                                   "finished": m.finished, "path": dir}),
+                        );
+                    }
+                }
+                listed.values().cloned().collect()
             }
         };
         Ok(json!({ "checkpoints": list }))
@@ -651,6 +893,10 @@ impl Pipelines {
             to: Option<PathBuf>,
         }
         let request: SavepointBody = parse_optional_body(body)?;
+        let to = match &request.to {
+            Some(to) => Some(self.resolve("to", to, Access::CreateDir)?),
+            None => None,
+        };
         let managed = self.get(name)?;
         let running = managed.run.lock().expect("lock").control.clone();
         let source = match running {
@@ -660,7 +906,7 @@ impl Pipelines {
             }
             None => self.latest_checkpoint(&managed)?,
         };
-        self.export(&managed, &source, request.to)
+        self.export(&managed, &source, to)
     }
 
     fn latest_checkpoint(&self, managed: &Managed) -> ApiResult<PathBuf> {
@@ -714,19 +960,44 @@ impl Pipelines {
             to: Option<PathBuf>,
         }
         let request: StopBody = parse_optional_body(body)?;
+        // Before stopping: a refused path must not leave it stopped.
+        let to = match &request.to {
+            Some(to) => Some(self.resolve("to", to, Access::CreateDir)?),
+            None => None,
+        };
         let managed = self.get(name)?;
         let _one_at_a_time = self.lock_lifecycle(&managed)?;
-        self.control(&managed)?;
-        Self::stop_run(&managed)?;
+        let resuming = {
+            let mut run = managed.run.lock().expect("lock");
+            let resuming = run.state == RunState::Resuming;
+            if resuming {
+                // Not started yet: it never will be.
+                run.state = RunState::Stopped;
+            }
+            resuming
+        };
+        if !resuming {
+            self.control(&managed)?;
+            let stopped = Self::stop_run(&managed);
+            // A pipeline failed for not answering is stopped too: it does
+            // not resume at the server's next start.
+            if let Err(e @ ApiError::Unresponsive(_)) = stopped {
+                let mut record = managed.record.lock().expect("lock");
+                record.desired = Desired::Stopped;
+                persist(&managed.dir, &record)?;
+                return Err(e);
+            }
+            stopped?;
+        }
         {
             let mut record = managed.record.lock().expect("lock");
             record.desired = Desired::Stopped;
             persist(&managed.dir, &record)?;
         }
         let mut status = self.status_of(&managed);
-        if request.savepoint || request.to.is_some() {
+        if request.savepoint || to.is_some() {
             let latest = self.latest_checkpoint(&managed)?;
-            status["savepoint"] = self.export(&managed, &latest, request.to)?["path"].clone();
+            status["savepoint"] = self.export(&managed, &latest, to)?["path"].clone();
         }
         Ok(status)
     }
@@ -737,8 +1008,21 @@ impl Pipelines {
         struct StartBody {
             #[serde(default)]
             from: Option<PathBuf>,
+            /// Forget the checkpoints and rewrite the output: the only way
+            /// a pipeline with checkpoints starts over from nothing.
+            #[serde(default)]
+            from_scratch: bool,
         }
         let request: StartBody = parse_optional_body(body)?;
+        if request.from_scratch && request.from.is_some() {
+            return Err(ApiError::BadRequest(
+                "from and from_scratch: choose one (a savepoint to start from, or nothing)".into(),
+            ));
+        }
+        let from = match &request.from {
+            Some(from) => Some(self.resolve("from", from, Access::ReadSnapshot)?),
+            None => None,
+        };
         let managed = self.get(name)?;
         let _one_at_a_time = self.lock_lifecycle(&managed)?;
         if managed.run.lock().expect("lock").control.is_some() {
@@ -749,7 +1033,7 @@ impl Pipelines {
         if let Some(thread) = managed.run.lock().expect("lock").thread.take() {
             let _ = thread.join();
         }
-        self.start_run(&managed, request.from.as_deref())?;
+        self.start_run_with(&managed, from.as_deref(), request.from_scratch)?;
         let mut record = managed.record.lock().expect("lock");
         record.desired = Desired::Running;
         persist(&managed.dir, &record)?;
@@ -763,15 +1047,17 @@ impl Pipelines {
         let _one_at_a_time = self.lock_lifecycle(&managed)?;
         // A failed stop still deletes: the user wants it gone.
         let _ = Self::stop_run(&managed);
-        let spec = parse_spec(&managed.record.lock().expect("lock").spec)?;
-        self.entries.lock().expect("lock").remove(name);
-        for dir in owned_dirs(&spec).into_iter().chain([managed.dir.clone()]) {
+        // The directories go while the name is still taken: a create of the
+        // same name meanwhile is refused, never has its new files removed.
+        // Only what this server made goes, whatever the record names.
+        for dir in self.owned_dirs(name) {
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(dir = %dir.display(), "cannot remove: {e}");
             }
         }
+        self.entries.lock().expect("lock").remove(name);
         Ok(())
     }
 
@@ -855,11 +1141,26 @@ impl Pipelines {
 
     /// Stops every running pipeline at a checkpoint, keeping them marked as
     /// running so the next start of the server resumes them.
+    ///
+    /// Bounded: the pipelines stop side by side, each within its answer
+    /// timeout (one that does not is failed and left behind, and resumes
+    /// at the next start), and none resumes after this is called.
     pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         let entries = self.all();
-        for managed in entries {
-            let _ = Self::stop_run(&managed);
-        }
+        std::thread::scope(|scope| {
+            for managed in &entries {
+                scope.spawn(move || {
+                    // After a start under way (a resume) has finished; a
+                    // command that keeps the lock longer does not hold the
+                    // shutdown up.
+                    let _one_at_a_time = lock_within(&managed.lifecycle, LIFECYCLE_PATIENCE);
+                    if let Err(e) = Self::stop_run(managed) {
+                        tracing::warn!(pipeline = managed.name, "at shutdown: {e}");
+                    }
+                });
+            }
+        });
     }
 
     /// For `/metrics`: (name, running, live figures) of every pipeline.
@@ -901,21 +1202,73 @@ fn parse_optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) ->
     }
 }
 
+/// Saves the record durably (fsynced, atomically replaced) before the
+/// request that changed it is answered.
 fn persist(dir: &Path, record: &Record) -> ApiResult<()> {
     let io = |e: std::io::Error| ApiError::Internal(format!("saving {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join("pipeline.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(record).expect("plain data")).map_err(io)?;
-    std::fs::rename(&tmp, dir.join("pipeline.json")).map_err(io)
+    crate::durable::create_dir_all(dir).map_err(io)?;
+    let bytes = serde_json::to_vec_pretty(record).expect("plain data");
+    crate::durable::write_atomic(&dir.join("pipeline.json"), &bytes).map_err(io)
 }
 
-/// The state and checkpoint directories a pipeline owns.
-fn owned_dirs(spec: &PipelineSpec) -> Vec<PathBuf> {
-    let mut dirs = vec![spec.state.dir.join(&spec.name)];
-    if let Some(c) = &spec.checkpoint {
-        dirs.push(c.dir.join(&spec.name));
+/// Limits on what a spec sent over HTTP may ask of the server's disk.
+fn check_serve_bounds(spec: &PipelineSpec) -> ApiResult<()> {
+    let Some(c) = &spec.checkpoint else {
+        return Ok(());
+    };
+    if c.interval_ms < MIN_SERVE_CHECKPOINT_INTERVAL_MS {
+        return Err(ApiError::BadRequest(format!(
+            "checkpoint.interval_ms: under weir serve must be at least \
+             {MIN_SERVE_CHECKPOINT_INTERVAL_MS}, got {}",
+            c.interval_ms
+        )));
     }
-    dirs
+    if c.retain > MAX_SERVE_CHECKPOINT_RETAIN {
+        return Err(ApiError::BadRequest(format!(
+            "checkpoint.retain: under weir serve must be at most \
+             {MAX_SERVE_CHECKPOINT_RETAIN}, got {}",
+            c.retain
+        )));
+    }
+    Ok(())
+}
+
+/// The files a validated spec reads and writes, as it names them.
+fn claims_of(spec: &PipelineSpec) -> FileClaims {
+    FileClaims {
+        source: match &spec.source {
+            SourceSpec::File { path, .. } => Some(path.clone()),
+            _ => None,
+        },
+        sinks: spec
+            .sinks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                SinkSpec::File { path, .. } => Some((format!("sink[{i}].path"), path.clone())),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// A resolved path as the JSON string the record keeps.
+fn path_json(field: &str, path: &Path) -> ApiResult<Value> {
+    path.to_str().map(Value::from).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{field}: resolves to {}, which is not UTF-8",
+            path.display()
+        ))
+    })
+}
+
+/// Two names of one directory (the data dir may be named relatively).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
 }
 
 fn kind_name(kind: SnapshotKind) -> &'static str {
@@ -938,5 +1291,35 @@ fn control_error(e: ControlError) -> ApiError {
     match e {
         ControlError::NotRunning | ControlError::NoCheckpoints => ApiError::Conflict(e.to_string()),
         ControlError::Failed(m) => ApiError::Conflict(m),
+        ControlError::Unresponsive(m) => {
+            ApiError::Unresponsive(format!("the pipeline did not answer and was failed: {m}"))
+        }
+    }
+}
+
+/// Waits up to `patience` for `thread` to end; whether it has.
+fn wait_for(thread: &JoinHandle<()>, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Locks `lock`, waiting up to `patience` (a `std` mutex has no timed lock).
+fn lock_within(lock: &Mutex<()>, patience: Duration) -> Option<std::sync::MutexGuard<'_, ()>> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
     }
 }
