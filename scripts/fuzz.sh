@@ -55,10 +55,25 @@ fi
 build_args=(--sanitizer "$sanitizer" --codegen-units 16 --target-dir "$cache/fuzz-target")
 
 export PATH="$cache/cargo-fuzz/bin:$PATH"
+# The same versions of every dependency as Weir's own build.
+cp Cargo.lock fuzz/Cargo.lock
+# RocksDB's C++ is most of the build's time (about 340 files): link the
+# library Weir's own build compiled (same librocksdb-sys, same lock file)
+# when there is one, rather than compile it a second time.
+# shellcheck source=scripts/cargo-env.sh
+source scripts/cargo-env.sh
+rocksdb_lib=$(ls -t "$CARGO_TARGET_DIR"/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1 || true)
+if [ -n "$rocksdb_lib" ] && [ -z "${ROCKSDB_LIB_DIR:-}" ]; then
+  export ROCKSDB_LIB_DIR="${rocksdb_lib%/*}" ROCKSDB_STATIC=1
+fi
 cd fuzz
 for target in "${targets[@]}"; do
   cargo "${toolchain[@]}" fuzz build "${build_args[@]}" "$target"
 done
+
+# The checkpoint target writes (and fsyncs) a few small files per input:
+# in memory, where there is a memory file system.
+[ -d /dev/shm ] && [ -w /dev/shm ] && export TMPDIR=/dev/shm
 
 crashed=()
 for target in "${targets[@]}"; do

@@ -1,0 +1,6 @@
+//! See `weir::fuzzing::checkpoint` for the input's layout and what is checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    weir::fuzzing::checkpoint(data);
+});
