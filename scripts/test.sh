@@ -17,3 +17,6 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # Release: the end-to-end tests push millions of events through the engine.
 cargo test --workspace --release
+# The HTTP API fuzzed against its own OpenAPI document (schemathesis, a
+# bounded number of examples; about 2 minutes).
+scripts/api-fuzz.sh

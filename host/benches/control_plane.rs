@@ -61,9 +61,18 @@ impl Server {
     }
 
     fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        // The content type `weir serve` takes on each route (415 otherwise).
+        let content_type = if path.starts_with("/v1/plugins") {
+            "application/wasm"
+        } else if path.ends_with("/events") {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
+            .header("Content-Type", content_type)
             .body(body.to_vec())
             .unwrap();
         let mut response = self.agent.run(request).expect("request");

@@ -12,17 +12,29 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MisdirectedRequest(String),
     #[error("{0}")]
     PluginRefused(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u64 },
     #[error("{0}")]
     Timeout(String),
+    /// The pipeline did not answer within its answer timeout (and was
+    /// failed for it).
+    #[error("{0}")]
+    Unresponsive(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -31,19 +43,24 @@ impl ApiError {
     fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-    /// The pipeline did not answer within its answer timeout (and was
-    /// failed for it).
-    #[error("{0}")]
-    Unresponsive(String),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::MisdirectedRequest(_) => {
+                (StatusCode::MISDIRECTED_REQUEST, "misdirected_request")
+            }
             ApiError::PluginRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_refused"),
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
             }
             ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::Unresponsive(_) => (StatusCode::GATEWAY_TIMEOUT, "unresponsive"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -60,7 +77,6 @@ impl IntoResponse for ApiError {
             status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
-            ApiError::Unresponsive(_) => (StatusCode::GATEWAY_TIMEOUT, "unresponsive"),
         )
             .into_response();
         if let ApiError::TooManyRequests { retry_after_s, .. } = self {
@@ -83,6 +99,20 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
         } else {
             ApiError::BadRequest(detail)
         }
+    }
+}
+
+/// A path parameter's rejection (not UTF-8 once percent-decoded, say).
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// A query string's rejection.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
     }
 }
 

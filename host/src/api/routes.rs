@@ -1,6 +1,8 @@
 //! The routes of `/v1`, `/metrics` and `/healthz` (docs/api.md), and the
-//! layers every request passes: the bearer token, body limits and time
-//! limits. Handlers only translate HTTP to `Pipelines` calls, on the
+//! layers every request passes: `Host` and `Origin`, the bearer token and
+//! the content type (`http_guard`), body limits and time limits; unknown
+//! routes, wrong methods and bad path parameters answer JSON errors too.
+//! Handlers only translate HTTP to `Pipelines` calls, on the
 //! blocking pool: a swap or a checkpoint waits for the stream.
 
 use std::collections::HashMap;
@@ -9,8 +11,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +21,7 @@ use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
+use super::http_guard::{self, Guard};
 use super::metrics;
 use super::pipelines::{Pipelines, registry_error};
 
@@ -35,10 +39,28 @@ const OPENAPI: &str = include_str!("openapi.json");
 
 pub struct AppState {
     pub pipelines: Arc<Pipelines>,
-    pub token: Option<String>,
+    /// Who may ask: `Host`, `Origin`, the token.
+    pub guard: Guard,
 }
 
-type Shared = State<Arc<AppState>>;
+pub(super) type Shared = State<Arc<AppState>>;
+
+/// `Path`, whose rejection (a segment that is not UTF-8 once decoded, say)
+/// is Weir's JSON `400` rather than axum's plain text.
+struct Param<T>(T);
+
+impl<T, S> FromRequestParts<S> for Param<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Param(value))
+    }
+}
 
 /// A command on one pipeline that takes a body: `op` runs on the blocking
 /// pool, and `respond` shapes its answer.
@@ -57,7 +79,7 @@ async fn pipeline_command(
 /// A route handler for `pipeline_command`.
 macro_rules! command {
     ($op:path, $respond:expr) => {
-        |State(state): Shared, Path(name): Path<String>, bytes: Result<Bytes, BytesRejection>| {
+        |State(state): Shared, Param(name): Param<String>, bytes: Result<Bytes, BytesRejection>| {
             pipeline_command(state, name, bytes, $op, $respond)
         }
     };
@@ -117,11 +139,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(quick)
         .merge(patient)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(middleware::from_fn(http_guard::require_content_type))
         .layer(middleware::from_fn(refuse_announced_oversize))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http_guard::authorize,
+        ))
         // Outside the token check: liveness probes carry no credentials.
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound("no such route; see GET /v1/openapi.json".into()) })
+        // After every route: it is set on the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so that unknown routes and /healthz are checked too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http_guard::check_site,
+        ))
         .with_state(state)
 }
 
@@ -157,37 +190,14 @@ async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-async fn authorize(State(state): Shared, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => return unauthorized("this server needs `Authorization: Bearer <token>`"),
-            Some(given) if !constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-                return unauthorized("wrong token");
-            }
-            Some(_) => {}
-        }
-    }
-    next.run(request).await
-}
-
-/// A refusal that leaves the request body unread. The server then closes
-/// the connection; saying so keeps a client from sending its next request
-/// down a connection that is going away (seen as "peer disconnected").
-fn unauthorized(reason: &str) -> Response {
-    let mut response = ApiError::Unauthorized(reason.into()).into_response();
-    let close = header::HeaderValue::from_static("close");
-    response.headers_mut().insert(header::CONNECTION, close);
-    response
-}
-
-/// Compares without returning early, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A known route asked with a method it does not take (axum keeps the
+/// `Allow` header it sets).
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not take {}; the Allow header lists the methods it takes",
+        request.uri().path(),
+        request.method()
+    ))
 }
 
 async fn limit_time(limit: Duration, request: Request, next: Next) -> Response {
@@ -228,9 +238,10 @@ fn ok(value: Value) -> Response {
 
 async fn upload_plugin(
     State(state): Shared,
-    Query(params): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let Query(params) = query?;
     let bytes = body(bytes)?;
     let pipelines = state.pipelines.clone();
     blocking(move || {
@@ -255,7 +266,7 @@ async fn list_plugins(State(state): Shared) -> Response {
     ok(json!({ "plugins": list }))
 }
 
-async fn get_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiResult<Response> {
+async fn get_plugin(State(state): Shared, Param(digest): Param<String>) -> ApiResult<Response> {
     let p = &state.pipelines;
     let info = p
         .registry
@@ -264,7 +275,7 @@ async fn get_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiResu
     Ok(ok(p.plugin_json(&info)))
 }
 
-async fn delete_plugin(State(state): Shared, Path(digest): Path<String>) -> ApiResult<Response> {
+async fn delete_plugin(State(state): Shared, Param(digest): Param<String>) -> ApiResult<Response> {
     let p = &state.pipelines;
     let users = p.users_of(&digest);
     if !users.is_empty() {
@@ -292,29 +303,29 @@ async fn list_pipelines(State(state): Shared) -> Response {
     ok(state.pipelines.list())
 }
 
-async fn pipeline_status(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+async fn pipeline_status(State(state): Shared, Param(name): Param<String>) -> ApiResult<Response> {
     state.pipelines.status(&name).map(ok)
 }
 
-async fn delete_pipeline(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+async fn delete_pipeline(State(state): Shared, Param(name): Param<String>) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.delete(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn take_checkpoint(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+async fn take_checkpoint(State(state): Shared, Param(name): Param<String>) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.checkpoint(&name).map(created)).await
 }
 
-async fn list_checkpoints(State(state): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+async fn list_checkpoints(State(state): Shared, Param(name): Param<String>) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.checkpoints(&name).map(ok)).await
 }
 
 async fn query_state(
     State(state): Shared,
-    Path((name, key)): Path<(String, String)>,
+    Param((name, key)): Param<(String, String)>,
 ) -> ApiResult<Response> {
     let p = state.pipelines.clone();
     blocking(move || p.query(&name, &key).map(ok)).await
@@ -358,12 +369,5 @@ mod tests {
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

@@ -3,6 +3,7 @@
 //! `{"error", "detail"}` bodies into errors a person can act on; it knows no
 //! routes beyond the path it is handed.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,9 +19,20 @@ pub(crate) struct ServerArgs {
         value_name = "URL"
     )]
     server: String,
-    /// Bearer token, when the server was started with one.
+    /// Bearer token, when the server was started with one. Prefer
+    /// WEIR_TOKEN or --token-file: a command line is visible to every user
+    /// of the machine (ps).
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace ignored);
+    /// it wins over --token and WEIR_TOKEN.
+    #[arg(long, env = "WEIR_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for an https:// server, e.g. the
+    /// self-signed certificate the server was started with; without it, the
+    /// usual public roots.
+    #[arg(long, env = "WEIR_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Why a request gave no usable answer.
@@ -45,6 +57,12 @@ pub(crate) enum ClientError {
         url: String,
         #[source]
         source: ureq::Error,
+    },
+    #[error("cannot read the {what} {path}: {detail}")]
+    Setup {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
     },
     #[error("{method} {url} answered {status} with a body that is not JSON")]
     NotJson {
@@ -109,8 +127,17 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub fn new(args: &ServerArgs) -> Self {
+    pub fn new(args: &ServerArgs) -> Result<Self, ClientError> {
+        let token = match &args.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => args.token.clone(),
+        };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &args.ca_cert {
+            tls = tls.root_certs(read_ca_certs(path)?);
+        }
         let config = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             // 4xx/5xx carry the server's `detail`: read them, don't drop them.
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
@@ -118,11 +145,11 @@ impl Client {
             // stream for up to 10 min, and the server bounds every route.
             .timeout_global(None)
             .build();
-        Client {
+        Ok(Client {
             agent: config.into(),
             base: args.server.trim_end_matches('/').to_owned(),
-            token: args.token.clone().filter(|t| !t.is_empty()),
-        }
+            token: token.filter(|t| !t.is_empty()),
+        })
     }
 
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -236,6 +263,34 @@ impl Client {
     }
 }
 
+fn read_token(path: &Path) -> Result<String, ClientError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Setup {
+        what: "token file",
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+fn read_ca_certs(path: &Path) -> Result<ureq::tls::RootCerts, ClientError> {
+    let setup = |detail: String| ClientError::Setup {
+        what: "CA certificate",
+        path: path.to_owned(),
+        detail,
+    };
+    let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(cert) = item.map_err(|e| setup(e.to_string()))? {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        return Err(setup("no certificate in it".to_owned()));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
 /// Nothing listens there (or the name does not resolve): the server is not
 /// up, as opposed to a server that answered badly.
 fn is_unreachable(error: &ureq::Error) -> bool {
@@ -274,7 +329,10 @@ mod tests {
         Client::new(&ServerArgs {
             server: server.to_owned(),
             token: None,
+            token_file: None,
+            ca_cert: None,
         })
+        .unwrap()
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::client::{Client, ServerArgs};
+use super::client::{Client, ClientError, ServerArgs};
 
 /// Flags every client command shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -16,7 +16,7 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    pub fn client(&self) -> Client {
+    pub fn client(&self) -> Result<Client, ClientError> {
         Client::new(&self.server)
     }
 

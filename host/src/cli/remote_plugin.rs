@@ -40,7 +40,7 @@ pub(crate) struct DeleteArgs {
 }
 
 pub(crate) fn upload(args: UploadArgs) -> anyhow::Result<()> {
-    let client = args.remote.client();
+    let client = args.remote.client()?;
     let (info, created) = upload_file(
         &client,
         &args.file,
@@ -59,13 +59,13 @@ pub(crate) fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = args.remote.client().get("/v1/plugins")?;
+    let answer = args.remote.client()?.get("/v1/plugins")?;
     args.remote.print(&answer, plugin_table);
     Ok(())
 }
 
 pub(crate) fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let client = args.remote.client();
+    let client = args.remote.client()?;
     let digest = resolve_digest(&client, &args.digest)?;
     let answer = client.delete(&format!("/v1/plugins/{}", segment(&digest)))?;
     args.remote

@@ -122,7 +122,7 @@ fn create_on_server(
         body["to"] = server_path(to)?;
     }
     let answer = remote
-        .client()
+        .client()?
         .post(&pipeline_path(name, "/savepoints"), &body)?;
     remote.print(&answer, |savepoint| {
         format!(
@@ -137,7 +137,7 @@ fn create_on_server(
 }
 
 fn list_on_server(name: &str, remote: &Remote) -> anyhow::Result<()> {
-    let answer = remote.client().get(&pipeline_path(name, "/checkpoints"))?;
+    let answer = remote.client()?.get(&pipeline_path(name, "/checkpoints"))?;
     remote.print(&answer, checkpoint_table);
     Ok(())
 }
