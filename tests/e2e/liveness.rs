@@ -335,7 +335,7 @@ fn an_ingest_body_with_a_bad_line_is_refused_naming_the_line_and_column() {
     let (code, answer) = server.call(
         "POST",
         "/v1/pipelines/ingest/events",
-        Some(b"{\n  \"k\": \"a\",\n  \"n\": tru\n}\n"),
+        Some(b"{\n  \"k\": \"a\",\n  \"n\": tru,\n  \"m\": 1\n}\n"),
     );
     assert_eq!(code, 400, "{answer}");
     let detail = answer["detail"].as_str().unwrap();

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_bad_line_deep_in_a_pretty_printed_event_is_named_with_its_column() {
-        let err = error_of(b"{\n  \"a\": 1,\n  \"b\": tru\n}\n");
+        let err = error_of(b"{\n  \"a\": 1,\n  \"b\": tru,\n  \"c\": 2\n}\n");
         assert!(
             err.starts_with("line 3, column 11: not a JSON event"),
             "{err}"
