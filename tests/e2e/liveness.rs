@@ -314,7 +314,7 @@ path = "dead.jsonl"
     );
     let value = dead[0]["value"].as_str().unwrap();
     assert!(value.len() <= 1024 && long.starts_with(value), "{value}");
-    assert_eq!(dead[0]["offset"], 17);
+    assert_eq!(dead[0]["offset"], 16);
 }
 
 #[test]
