@@ -218,7 +218,7 @@ fn check_properties(
 }
 
 /// Properties that carry credentials. A spec sent to `weir serve` gives them
-/// only as `<name>.env` (the spec is stored and shown by `GET`); their
+/// only as `<name>.env` (the spec is stored in the data dir); their
 /// values are never part of an error message.
 pub const SECRET_PROPERTIES: &[&str] = &[
     "sasl.password",
@@ -496,9 +496,9 @@ fn check_api_properties(
             Allowed::OneOf(values) => (!values.iter().any(|ok| ok.eq_ignore_ascii_case(v)))
                 .then(|| format!("{v:?} is not one of {}", values.join(", "))),
             Allowed::EnvOnly => Some(format!(
-                "a credential is not taken inline by weir serve (the spec is stored and shown by \
-                 GET): set {name}{ENV_SUFFIX} to the name of a server environment variable \
-                 starting with {API_ENV_PREFIX}"
+                "a credential is not taken inline by weir serve (the spec is stored in the \
+                 server's data dir): set {name}{ENV_SUFFIX} to the name of a server environment \
+                 variable starting with {API_ENV_PREFIX}"
             )),
         };
         if let Some(problem) = problem {
