@@ -2,7 +2,8 @@
 //! whole before anything is accepted.
 //!
 //! A body is validated without building a tree of it: each event is parsed
-//! into `IgnoredAny` (which checks the syntax and keeps nothing), and one
+//! into `Checked` (which checks it as a `serde_json::Value` would, numbers
+//! in range included, and keeps nothing), and one
 //! event spread over lines is compacted by copying its bytes minus the
 //! whitespace between tokens. So the memory an ingest request costs beyond
 //! its body is its compacted copy, whatever the body's shape (a
@@ -10,7 +11,9 @@
 //! that), and an event reaches the plugin as it was sent (keys in their
 //! order, numbers as written).
 
-use serde::de::IgnoredAny;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::error::{ApiError, ApiResult};
 
@@ -27,7 +30,7 @@ pub(crate) fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
         if line.is_empty() {
             continue;
         }
-        if let Err(e) = serde_json::from_slice::<IgnoredAny>(line) {
+        if let Err(e) = serde_json::from_slice::<Checked>(line) {
             // The first event does not end on its line: the body may be one
             // event spread over lines (pretty-printed). If it is not, the
             // error that names the place is the whole body's.
@@ -51,7 +54,7 @@ pub(crate) fn json_lines(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
 /// A body that must be one JSON document (over several lines): checked,
 /// then compacted to one line.
 fn one_event(body: &[u8]) -> ApiResult<(Vec<u8>, usize)> {
-    if let Err(e) = serde_json::from_slice::<IgnoredAny>(body) {
+    if let Err(e) = serde_json::from_slice::<Checked>(body) {
         return Err(not_an_event(e.line(), e.column(), &e));
     }
     let mut out = compact(body);
@@ -75,6 +78,60 @@ fn not_an_event(line: usize, column: usize, e: &serde_json::Error) -> ApiError {
     ApiError::BadRequest(format!(
         "{at}: not a JSON event ({what}); nothing of this request was accepted"
     ))
+}
+
+/// A JSON document checked as `serde_json::Value` would parse it (syntax,
+/// strings, numbers in range, nesting depth), keeping nothing of it.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Checked, A::Error> {
+        while items.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Checked, A::Error> {
+        while entries.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// Valid JSON without the whitespace between its tokens (whitespace inside

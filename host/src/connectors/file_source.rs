@@ -123,12 +123,14 @@ impl FileSource {
             let take = newline.map_or(available.len(), |at| at + 1).min(*budget);
             let chunk = &available[..take];
             let room = if self.partial.overlong {
-                REJECTED_PREFIX.saturating_sub(self.partial.bytes.len())
+                REJECTED_PREFIX
             } else {
                 // The line ending (`\n` or `\r\n`) is not part of the
-                // limit; one byte more than it tells an overlong line.
-                (self.max_line + 2).saturating_sub(self.partial.bytes.len())
-            };
+                // limit; one byte more than it tells an overlong line (and
+                // at least the prefix a rejected line shows is kept).
+                (self.max_line + 2).max(REJECTED_PREFIX)
+            }
+            .saturating_sub(self.partial.bytes.len());
             self.partial
                 .bytes
                 .extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -157,6 +159,8 @@ impl FileSource {
         let at = self.offset;
         self.offset += consumed;
         if overlong {
+            let shown = line_body(&bytes).len();
+            bytes.truncate(shown);
             self.rejected.push(RejectedRecord {
                 split: 0,
                 offset: at,
