@@ -67,9 +67,10 @@ if [ -n "$rocksdb_lib" ] && [ -z "${ROCKSDB_LIB_DIR:-}" ]; then
   export ROCKSDB_LIB_DIR="${rocksdb_lib%/*}" ROCKSDB_STATIC=1
 fi
 cd fuzz
-for target in "${targets[@]}"; do
-  cargo "${toolchain[@]}" fuzz build "${build_args[@]}" "$target"
-done
+# One build of every target, then each binary is run as it is: `cargo fuzz
+# run` would first build again whenever the tree changed in between.
+cargo "${toolchain[@]}" fuzz build "${build_args[@]}"
+bin_dir="$cache/fuzz-target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 # The checkpoint target writes (and fsyncs) a few small files per input:
 # in memory, where there is a memory file system.
@@ -82,7 +83,7 @@ for target in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   echo "fuzz.sh: $target for ${seconds}s (corpus $corpus)" >&2
   # The seeds are read, never written; new inputs go to the corpus.
-  if cargo "${toolchain[@]}" fuzz run "${build_args[@]}" "$target" "$corpus" "seeds/$target" -- \
+  if "$bin_dir/$target" "$corpus" "seeds/$target" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 2>"$cache/fuzz/$target.log"; then
     echo "fuzz.sh: $target: no crash; $(grep -E '^stat::number_of_executed_units' "$cache/fuzz/$target.log" | awk '{print $2}') runs, corpus of $(find "$corpus" -type f | wc -l) inputs" >&2

@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::checkpoint::{BackendConfig, LoadedCheckpoint, read_manifest, restore_subtask};
-use crate::engine::bindings::{BatchResult, Failure};
 use crate::engine::Changes;
+use crate::engine::bindings::{BatchResult, Failure};
 use crate::runtime::json_field::{JsonPointer, key_bytes, parse_i64};
 use crate::spec::{PipelineSpec, StateBackendKind};
 
@@ -268,17 +268,18 @@ pub fn checkpoint(data: &[u8]) -> usize {
     };
     // The manifest names the files a restore opens; keep the fuzzer inside
     // its directory (and away from RocksDB, which is not the reader tested).
-    let named = manifest
-        .files
-        .iter()
-        .map(|f| f.path.as_str())
-        .chain(manifest.subtasks.iter().flat_map(|s| {
-            let state = match &s.state {
-                crate::checkpoint::StateFiles::Portable { file, .. } => Some(file.as_str()),
-                crate::checkpoint::StateFiles::Rocksdb { .. } => None,
-            };
-            [state, s.timers.as_deref(), None].into_iter().flatten()
-        }));
+    let named =
+        manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(manifest.subtasks.iter().flat_map(|s| {
+                let state = match &s.state {
+                    crate::checkpoint::StateFiles::Portable { file, .. } => Some(file.as_str()),
+                    crate::checkpoint::StateFiles::Rocksdb { .. } => None,
+                };
+                [state, s.timers.as_deref(), None].into_iter().flatten()
+            }));
     let rocksdb = manifest
         .subtasks
         .iter()
@@ -369,9 +370,13 @@ mod tests {
         let mut timers = Timers::default();
         for (kg, key) in [(3u16, &b"alice"[..]), (100, &b"bob"[..])] {
             backend.value_set(kg, value, key, b"{\"count\":2}").unwrap();
-            backend.map_put(kg, map, key, b"m".to_vec(), b"1".to_vec()).unwrap();
+            backend
+                .map_put(kg, map, key, b"m".to_vec(), b"1".to_vec())
+                .unwrap();
             backend.list_append(kg, list, key, b"e1".to_vec()).unwrap();
-            timers.register(TimeDomain::EventTime, kg, key, 60_000).unwrap();
+            timers
+                .register(TimeDomain::EventTime, kg, key, 60_000)
+                .unwrap();
         }
         let subtask =
             write_subtask(tmp.path(), 0, 0..=127, &mut backend, &catalog, &mut timers).unwrap();
@@ -430,7 +435,12 @@ mod tests {
     #[test]
     fn the_spec_seeds_are_valid_specs() {
         // Seeds the parser refuses would leave validation unexplored.
-        for name in ["fraud.toml", "fraud-durable.toml", "kafka-fraud.toml", "live-swap.toml"] {
+        for name in [
+            "fraud.toml",
+            "fraud-durable.toml",
+            "kafka-fraud.toml",
+            "live-swap.toml",
+        ] {
             let text = String::from_utf8(seed(&format!("spec/{name}"))).unwrap();
             PipelineSpec::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             spec(text.as_bytes());
