@@ -108,7 +108,7 @@ struct ReferenceChange {
 /// 6-7 zero, lengths of -1 (absent) or more, adding up to the bytes.
 fn reference_changes(changes: &[u8], bytes: usize) -> Option<Vec<ReferenceChange>> {
     const CHANGE_SIZE: usize = 32;
-    if changes.len() % CHANGE_SIZE != 0 {
+    if !changes.len().is_multiple_of(CHANGE_SIZE) {
         return None;
     }
     let u32_at = |r: &[u8], at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap());
