@@ -38,7 +38,9 @@ impl Server {
         let began = Instant::now();
         let url = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text
+            // Whole lines only: the server may be writing the last one.
+            let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            if let Some(rest) = whole
                 .lines()
                 .find_map(|l| l.trim().strip_prefix("weir serve listening on "))
             {
