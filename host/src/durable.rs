@@ -141,11 +141,7 @@ impl GroupSync {
     /// Returns once everything before `offset` is durable. `sync` makes the
     /// file durable and returns the offset it covered (at least `offset`:
     /// the caller's bytes were written before it called `wait`).
-    pub fn wait(
-        &self,
-        offset: u64,
-        mut sync: impl FnMut() -> io::Result<u64>,
-    ) -> io::Result<()> {
+    pub fn wait(&self, offset: u64, mut sync: impl FnMut() -> io::Result<u64>) -> io::Result<()> {
         let mut state = self.lock();
         loop {
             if let Some(why) = &state.failed {
@@ -222,9 +218,11 @@ mod tests {
         assert!(write_atomic(&blocked, b"new").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert!(
-            std::fs::read_dir(dir.path())
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
                 .unwrap()
-                .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp-")),
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp-")),
             "the temporary is removed"
         );
     }
@@ -248,7 +246,10 @@ mod tests {
         }
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 4096);
-        assert!(bytes.iter().all(|&b| b == bytes[0]), "one writer's whole file");
+        assert!(
+            bytes.iter().all(|&b| b == bytes[0]),
+            "one writer's whole file"
+        );
     }
 
     #[test]
@@ -280,7 +281,10 @@ mod tests {
                             Ok(written.load(Ordering::SeqCst))
                         })
                         .unwrap();
-                    assert!(group.synced() >= end, "returned before its bytes were synced");
+                    assert!(
+                        group.synced() >= end,
+                        "returned before its bytes were synced"
+                    );
                 })
             })
             .collect();
@@ -288,7 +292,11 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(group.synced(), 160);
-        assert!(group.syncs() < 16, "{} fsyncs for 16 writers", group.syncs());
+        assert!(
+            group.syncs() < 16,
+            "{} fsyncs for 16 writers",
+            group.syncs()
+        );
     }
 
     #[test]
@@ -299,7 +307,10 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("disk on fire"));
         let later = group.wait(6, || Ok(6)).unwrap_err();
-        assert!(later.to_string().contains("earlier fsync failed"), "{later}");
+        assert!(
+            later.to_string().contains("earlier fsync failed"),
+            "{later}"
+        );
         assert_eq!(group.synced(), 0);
     }
 

@@ -135,7 +135,10 @@ fn unreadable_checkpoints_fail_the_pipeline_with_the_reason_and_keep_the_output_
         error.contains("checksum") || error.contains("bytes") || error.contains("parse"),
         "says why: {error}"
     );
-    assert!(error.contains("from_scratch"), "says how to start over: {error}");
+    assert!(
+        error.contains("from_scratch"),
+        "says how to start over: {error}"
+    );
     assert_eq!(
         std::fs::read(&out).unwrap(),
         committed,
@@ -259,7 +262,11 @@ fn weir_run_with_unreadable_checkpoints_fails_and_only_fresh_starts_over() {
 
     let dir = tempfile::tempdir().unwrap();
     let first = run_local(dir.path(), true, &["--stop-after", "100000"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let alerts = dir.path().join("alerts.jsonl");
     let committed = std::fs::read(&alerts).unwrap();
     assert!(!committed.is_empty());
@@ -274,10 +281,18 @@ fn weir_run_with_unreadable_checkpoints_fails_and_only_fresh_starts_over() {
         stderr.contains("checkpoint 1 ") && stderr.contains("--fresh"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read(&alerts).unwrap(), committed, "output untouched");
+    assert_eq!(
+        std::fs::read(&alerts).unwrap(),
+        committed,
+        "output untouched"
+    );
 
     let fresh = run_local(dir.path(), true, &["--fresh"]);
-    assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
     assert!(
         std::fs::read(&alerts).unwrap() == reference,
         "a fresh run rewrites the output as an uninterrupted run"

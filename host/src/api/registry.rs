@@ -185,7 +185,7 @@ impl Registry {
 /// fsynced (`durable::write_atomic`).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     crate::durable::write_atomic(path, bytes).map_err(|source| RegistryError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        path: path.to_owned(),
+        source,
+    })
 }

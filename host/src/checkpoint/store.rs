@@ -681,7 +681,9 @@ mod tests {
         );
         // Set aside earlier, and nothing else left: still not a fresh start.
         std::fs::rename(store.dir_of(1), store.root().join("chk-1.corrupt")).unwrap();
-        let err = store.resume(|_| {}).expect_err("its only checkpoint was corrupt");
+        let err = store
+            .resume(|_| {})
+            .expect_err("its only checkpoint was corrupt");
         assert!(err.to_string().contains("set aside"), "{err}");
         store.clear().unwrap();
         assert!(store.resume(|_| {}).unwrap().is_none());

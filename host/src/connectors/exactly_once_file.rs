@@ -341,7 +341,10 @@ mod tests {
             .err()
             .expect("refused")
             .to_string();
-        assert!(err.contains("4 bytes") && err.contains("no checkpoint"), "{err}");
+        assert!(
+            err.contains("4 bytes") && err.contains("no checkpoint"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), b"1\n2\n");
         // Only an explicit start over empties it.
         ExactlyOnceFileSink::open(&path, FileSinkStart::Overwrite).unwrap();

@@ -227,8 +227,7 @@ impl IngestLog {
         // Publish what is durable (under the writer lock, which readers
         // waiting in `wait_past` hold while they check).
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.end
-            .fetch_max(self.durable.synced(), Ordering::AcqRel);
+        self.end.fetch_max(self.durable.synced(), Ordering::AcqRel);
         drop(writer);
         self.appended.notify_all();
         Ok(end)
@@ -544,8 +543,12 @@ mod tests {
         const REQUESTS: usize = 250;
         let mut body = Vec::new();
         for i in 0..1000 {
-            writeln!(body, "{{\"user\":\"u{}\",\"amount\":{i},\"ts\":1700000000000}}", i % 97)
-                .unwrap();
+            writeln!(
+                body,
+                "{{\"user\":\"u{}\",\"amount\":{i},\"ts\":1700000000000}}",
+                i % 97
+            )
+            .unwrap();
         }
         let body = Arc::new(body);
         let run = |name: &str, append: Arc<dyn Fn(&[u8]) + Send + Sync>| {
