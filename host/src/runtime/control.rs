@@ -386,16 +386,16 @@ impl PipelineControl {
 mod tests {
     use super::*;
 
+    /// The ends of a pipeline's channels that nobody reads.
+    struct Silent {
+        _source: crossbeam_channel::Receiver<SourceCommand>,
+        _coordinator: crossbeam_channel::Receiver<Sender<Result<CompletedCheckpoint, String>>>,
+    }
+
     /// A control whose pipeline never answers: its source task holds the
     /// command channel and its coordinator the checkpoint requests, and
     /// neither reads them (a subtask that never answers, seen from here).
-    fn control_of_a_silent_pipeline(
-        timeout: Duration,
-    ) -> (
-        PipelineControl,
-        crossbeam_channel::Receiver<SourceCommand>,
-        crossbeam_channel::Receiver<Sender<Result<CompletedCheckpoint, String>>>,
-    ) {
+    fn control_of_a_silent_pipeline(timeout: Duration) -> (PipelineControl, Silent) {
         let (commands, silent_source) = unbounded();
         let (checkpoints, silent_coordinator) = unbounded();
         let liveness = Liveness::new(timeout);
@@ -422,13 +422,16 @@ mod tests {
             })),
             liveness,
         };
-        (control, silent_source, silent_coordinator)
+        let silent = Silent {
+            _source: silent_source,
+            _coordinator: silent_coordinator,
+        };
+        (control, silent)
     }
 
     #[test]
     fn a_query_nobody_answers_times_out_and_fails_the_pipeline_naming_the_busy_subtask() {
-        let (control, _source, _coordinator) =
-            control_of_a_silent_pipeline(Duration::from_millis(200));
+        let (control, _silent) = control_of_a_silent_pipeline(Duration::from_millis(200));
         let began = Instant::now();
         let Err(ControlError::Unresponsive(reason)) = control.query(b"k".to_vec()) else {
             panic!("a query with no answer must time out");
@@ -443,8 +446,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_that_never_completes_times_out_and_a_later_wait_reports_the_first_reason() {
-        let (control, _source, _coordinator) =
-            control_of_a_silent_pipeline(Duration::from_millis(100));
+        let (control, _silent) = control_of_a_silent_pipeline(Duration::from_millis(100));
         let Err(ControlError::Unresponsive(first)) = control.checkpoint() else {
             panic!("a checkpoint that never completes must time out");
         };
