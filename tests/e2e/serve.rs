@@ -29,7 +29,11 @@ impl Server {
     pub fn start(data_dir: &Path, token: Option<&str>) -> Self {
         let parent = data_dir.parent().unwrap();
         std::fs::create_dir_all(parent).unwrap();
-        Self::start_with(data_dir, token, &[std::ffi::OsStr::new("--allow-path"), parent.as_os_str()])
+        Self::start_with(
+            data_dir,
+            token,
+            &[std::ffi::OsStr::new("--allow-path"), parent.as_os_str()],
+        )
     }
 
     /// A server started with `extra` arguments and nothing allowed beyond

@@ -87,8 +87,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let kafka = KafkaPropertyPolicy::api(args.kafka_allow_properties.clone());
         let pipelines =
             tokio::task::spawn_blocking(move || Pipelines::open(engine, &data_dir, policy, kafka))
-            .await
-            .context("opening the data dir")??;
+                .await
+                .context("opening the data dir")??;
         let state = Arc::new(AppState {
             pipelines: pipelines.clone(),
             guard: http.guard(args.addr.ip()),

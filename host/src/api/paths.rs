@@ -319,11 +319,30 @@ mod tests {
         let err = claims(None, &["/f/x", "/f/out"])
             .clash_with("first", &first)
             .unwrap();
-        assert!(err.starts_with("sink[1].path: ") && err.contains("\"first\""), "{err}");
-        assert!(claims(None, &["/f/in"]).clash_with("first", &first).is_some());
-        assert!(claims(Some("/f/out"), &[]).clash_with("first", &first).is_some());
-        assert!(claims(Some("/f/in"), &[]).clash_with("first", &first).is_none());
-        assert!(claims(None, &["/f/other"]).clash_with("first", &first).is_none());
+        assert!(
+            err.starts_with("sink[1].path: ") && err.contains("\"first\""),
+            "{err}"
+        );
+        assert!(
+            claims(None, &["/f/in"])
+                .clash_with("first", &first)
+                .is_some()
+        );
+        assert!(
+            claims(Some("/f/out"), &[])
+                .clash_with("first", &first)
+                .is_some()
+        );
+        assert!(
+            claims(Some("/f/in"), &[])
+                .clash_with("first", &first)
+                .is_none()
+        );
+        assert!(
+            claims(None, &["/f/other"])
+                .clash_with("first", &first)
+                .is_none()
+        );
     }
 
     #[test]
@@ -372,7 +391,11 @@ mod tests {
         let f = fixture();
         let p = policy(&f, &[]);
         let err = p
-            .resolve("source.path", &f.root.join("outside/secret"), Access::ReadFile)
+            .resolve(
+                "source.path",
+                &f.root.join("outside/secret"),
+                Access::ReadFile,
+            )
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("source.path: "), "{err}");
@@ -383,7 +406,11 @@ mod tests {
     fn an_allowed_root_lets_its_paths_through() {
         let f = fixture();
         let p = policy(&f, &["outside"]);
-        let got = p.resolve("source.path", &f.root.join("outside/secret"), Access::ReadFile);
+        let got = p.resolve(
+            "source.path",
+            &f.root.join("outside/secret"),
+            Access::ReadFile,
+        );
         assert_eq!(got.unwrap(), f.root.join("outside/secret"));
     }
 
@@ -419,7 +446,10 @@ mod tests {
         let f = fixture();
         let p = policy(&f, &["."]);
         let err = p.resolve("sink[0].path", &f.data.join("plugins/x"), Access::WriteFile);
-        assert!(matches!(err, Err(PathError::ServerFolder { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(PathError::ServerFolder { .. })),
+            "{err:?}"
+        );
         assert!(
             p.resolve("sink[0].path", &f.data.join("files/x"), Access::WriteFile)
                 .is_ok()
@@ -443,7 +473,10 @@ mod tests {
         let f = fixture();
         let p = policy(&f, &[]);
         let err = p.resolve("sink[0].path", Path::new("no/such/out"), Access::WriteFile);
-        assert!(matches!(err, Err(PathError::Unresolvable { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(PathError::Unresolvable { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -33,10 +33,7 @@ impl UploadGate {
     pub fn digest(&self, digest: &str) -> DigestTurn<'_> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while state.digests.contains(digest) {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         state.digests.insert(digest.to_owned());
         DigestTurn {
