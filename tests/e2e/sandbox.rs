@@ -354,27 +354,61 @@ fn a_state_value_over_the_limit_costs_its_event_a_dead_letter_naming_the_limit()
 
 #[test]
 fn a_list_that_grows_without_end_is_stopped_at_the_read_budget() {
+    use crate::serve::{Server, send};
+    use serde_json::json;
     const EVENTS: u64 = 40;
-    // 512 KiB items: the list passes the 16 MiB read budget at about 32,
-    // long before the plugin's own 128 MiB would run out.
-    let run = weir_run(
-        &probe_spec("dead-letter", 128, ""),
-        &[(
-            "in.jsonl",
-            &numbered("grow-list", (0..EVENTS).map(|_| 512 << 10)),
-        )],
-    );
-    assert!(run.succeeded(), "{}", run.stderr());
-    let main = main_values(&run);
-    let read = main.len();
-    assert!((30..=32).contains(&read), "{main:?}");
-    let expected: Vec<String> = (1..=read).map(|n| format!("list: {n}")).collect();
-    assert_eq!(main, expected);
+
+    // Each event in its own batch (the next is sent once the last is in),
+    // so each read returns the whole list so far from the host: within a
+    // batch the SDK keeps the batch's own appends in the plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    let digest = server.upload(SANDBOX_PROBE, "probe");
+    let dead_path = dir.path().join("dead.jsonl");
+    let spec = json!({
+        "name": "list",
+        "source": {"kind": "http"},
+        "key_by": {"field": "/action"},
+        "plugin": {"digest": digest},
+        // The plugin's own 128 MiB would last far longer than the 16 MiB
+        // read budget; decoding the list takes more than 100 ms.
+        "limits": {"memory_mb": 128, "call_timeout_ms": 10000},
+        "sink": [
+            {"output": "main", "kind": "file", "path": dir.path().join("main.jsonl")},
+            {"output": "dead-letter", "kind": "file", "path": &dead_path},
+        ],
+    });
+    let (code, created) = server.json("POST", "/v1/pipelines", &spec);
+    assert_eq!(code, 201, "{created}");
+    for sent in 1..=EVENTS {
+        // 512 KiB items: the list passes the budget at about 32.
+        send(
+            &server,
+            "list",
+            numbered("grow-list", [512 << 10]).as_bytes(),
+        );
+        server.wait_for("list", Duration::from_secs(30), |s| s["events_in"] == sent);
+    }
+    let status = server.wait_for("list", Duration::from_secs(30), |s| {
+        s["outputs"]["main"].as_u64().unwrap_or(0)
+            + s["outputs"]["dead-letter"].as_u64().unwrap_or(0)
+            == EVENTS
+    });
+    let read = status["outputs"]["main"].as_u64().unwrap();
+    assert!((30..=32).contains(&read), "{status}");
     // Every later event's read is refused, so its append is not applied
     // either: the list stops growing.
-    let dead = run.lines("dead.jsonl");
-    assert_eq!(dead.len() as u64, EVENTS - read as u64, "{dead:?}");
-    for record in &dead {
+    let began = Instant::now();
+    let dead = loop {
+        let dead = std::fs::read_to_string(&dead_path).unwrap_or_default();
+        if dead.lines().count() as u64 == EVENTS - read || began.elapsed() > PATIENCE {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(dead.lines().count() as u64, EVENTS - read, "{dead:.2000}");
+    for line in dead.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
         assert_eq!(record["error"], "trap", "{record}");
         let reason = record["reason"].as_str().unwrap();
         assert!(
