@@ -536,6 +536,9 @@ mod tests {
     /// (what the log did before) and with one fsync per append. Run with
     /// `cargo test --release -p weir --lib ingest_throughput -- --ignored --nocapture`
     /// (figures in BENCHMARKS.md).
+    /// One way of taking a request's bytes, shared by the client threads.
+    type Append = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
     #[test]
     #[ignore = "a benchmark: prints figures"]
     fn ingest_throughput() {
@@ -551,7 +554,7 @@ mod tests {
             .unwrap();
         }
         let body = Arc::new(body);
-        let run = |name: &str, append: Arc<dyn Fn(&[u8]) + Send + Sync>| {
+        let run = |name: &str, append: Append| {
             let started = Instant::now();
             let clients: Vec<_> = (0..CLIENTS)
                 .map(|_| {
@@ -577,7 +580,7 @@ mod tests {
         };
         // The temporary directory must be on a disk (not tmpfs) to measure.
         let dir = tempfile::tempdir().unwrap();
-        let plain = |sync: bool| -> Arc<dyn Fn(&[u8]) + Send + Sync> {
+        let plain = |sync: bool| -> Append {
             let path = dir.path().join(format!("plain-{sync}.jsonl"));
             let file = Mutex::new(File::create(path).unwrap());
             Arc::new(move |bytes: &[u8]| {

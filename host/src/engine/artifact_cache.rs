@@ -202,7 +202,8 @@ mod tests {
         let path = cached_file(dir.path());
         let good = std::fs::read(&path).unwrap();
         let key = cache.key("d1");
-        let damaged: [Box<dyn Fn(&mut Vec<u8>)>; 3] = [
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let damaged: [Damage; 3] = [
             // A flipped bit in the native code.
             Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() ^= 1),
             Box::new(|b: &mut Vec<u8>| {
