@@ -89,9 +89,6 @@ pub enum SourceSpec {
     Kafka(KafkaSourceSpec),
 }
 
-fn default_max_pending_bytes() -> u64 {
-    64 << 20
-}
 /// The default longest line a file source passes on: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
 /// The most `source.max_line_bytes` may be: 64 MiB.
@@ -101,6 +98,9 @@ fn default_max_line_bytes() -> u64 {
     DEFAULT_MAX_LINE_BYTES
 }
 
+fn default_max_pending_bytes() -> u64 {
+    64 << 20
+}
 
 fn default_users() -> u64 {
     crate::connectors::DEFAULT_USERS
@@ -223,9 +223,6 @@ pub struct LimitsSpec {
     /// Linear memory cap of one plugin instance.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
-}
-
-fn default_call_timeout_ms() -> u64 {
     /// The longest a task of the pipeline may stay in one step (a plugin
     /// call, a snapshot, a sink write) and the longest the server waits for
     /// the pipeline to answer (a checkpoint, a query, a swap, a stop) before
@@ -233,8 +230,8 @@ fn default_call_timeout_ms() -> u64 {
     /// `call_timeout_ms` if that is longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_timeout_ms: Option<u64>,
-    100
 }
+
 impl LimitsSpec {
     /// `answer_timeout_ms`, or its default.
     pub fn answer_timeout(&self) -> std::time::Duration {
@@ -250,6 +247,9 @@ pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 30_000;
 /// The bounds of `limits.answer_timeout_ms`.
 pub const ANSWER_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 
+fn default_call_timeout_ms() -> u64 {
+    100
+}
 
 fn default_memory_mb() -> u64 {
     64
@@ -260,10 +260,10 @@ impl Default for LimitsSpec {
         Self {
             call_timeout_ms: default_call_timeout_ms(),
             memory_mb: default_memory_mb(),
+            answer_timeout_ms: None,
         }
     }
 }
-            answer_timeout_ms: None,
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
