@@ -714,8 +714,9 @@ fn a_killed_server_resumes_its_pipelines_from_checkpoints_with_no_loss_and_no_du
         send(&server, "counts", &events(20_000, 10_000, 100)),
         10_000
     );
+    // The server listens before its pipelines resume: wait past both.
     let status = server.wait_for("fraud", Duration::from_secs(120), |s| {
-        s["state"] != "running"
+        s["state"] != "running" && s["state"] != "resuming"
     });
     assert_eq!(status["state"], "finished", "{status}");
     let alerts = read_jsonl(&alerts);
@@ -802,7 +803,8 @@ fn stop_with_a_savepoint_and_start_again_resumes_where_it_stopped() {
     // An orderly shutdown stops at a checkpoint; the next start resumes.
     server.terminate();
     let server = Server::start(&dir.path().join("data"), None);
-    assert_eq!(server.status("sp")["state"], "running");
+    // It listens first, then resumes its pipelines in the background.
+    server.wait_for("sp", Duration::from_secs(30), |s| s["state"] == "running");
     send(&server, "sp", &events(1000, 5, 5));
     server.wait_for("sp", Duration::from_secs(30), |s| s["outputs"]["main"] == 5);
     let lines = committed_output(&server, "sp", &out, 1005);

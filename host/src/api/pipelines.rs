@@ -1069,10 +1069,16 @@ impl Pipelines {
                 "pipeline {name:?} does not read events over HTTP (its source is not `http`)"
             ))
         })?;
-        if managed.run.lock().expect("lock").control.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "pipeline {name:?} is not running; start it before sending events"
-            )));
+        // A pipeline still resuming after a server restart takes events:
+        // the log is durable and the run reads it from its checkpointed
+        // position once it starts.
+        {
+            let run = managed.run.lock().expect("lock");
+            if run.control.is_none() && run.state != RunState::Resuming {
+                return Err(ApiError::Conflict(format!(
+                    "pipeline {name:?} is not running; start it before sending events"
+                )));
+            }
         }
         let (lines, count) = json_lines(body)?;
         log.append(&lines, INGEST_PATIENCE).map_err(|e| match e {
@@ -1099,7 +1105,8 @@ impl Pipelines {
         }
         let states = state_view::states_json(&view);
         Ok(
-            json!({"key": key, "subtask": view.subtask, "key_group": view.key_group, "states": states}),
+            json!({"key": key, "subtask": view.subtask, "key_group": view.key_group, "states": states,
+                "truncated": view.truncated}),
         )
     }
 

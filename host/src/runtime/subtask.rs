@@ -79,6 +79,53 @@ pub struct KeyStateView {
     pub subtask: usize,
     pub key_group: u16,
     pub states: Vec<NamedState>,
+    /// Whether states were left out to keep the view within its budget.
+    pub truncated: bool,
+}
+
+/// The most state bytes one query answers with (`GET .../state/{key}`):
+/// a key's map or list can be far larger than an HTTP answer should be.
+pub const QUERY_VIEW_BYTES: usize = 4 << 20;
+
+impl KeyStateView {
+    /// This view cut to at most `budget` bytes of keys, values and items,
+    /// in order; `truncated` says whether anything was left out.
+    pub fn bounded(mut self, budget: usize) -> Self {
+        let mut left = budget;
+        let mut take = |len: usize| {
+            let fits = len <= left;
+            if fits {
+                left -= len;
+            }
+            fits
+        };
+        let mut cut = false;
+        // A value that does not fit is left out whole, not shown empty.
+        self.states.retain_mut(|state| match state {
+            NamedState::Value { value, .. } => {
+                let fits = take(value.len());
+                cut |= !fits;
+                fits
+            }
+            NamedState::Map { entries, .. } => {
+                let keep = entries
+                    .iter()
+                    .take_while(|(k, v)| take(k.len() + v.len()))
+                    .count();
+                cut |= keep < entries.len();
+                entries.truncate(keep);
+                true
+            }
+            NamedState::List { items, .. } => {
+                let keep = items.iter().take_while(|i| take(i.len())).count();
+                cut |= keep < items.len();
+                items.truncate(keep);
+                true
+            }
+        });
+        self.truncated |= cut;
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,7 +356,9 @@ impl Subtask {
                     key_group,
                     reply,
                 }) => {
-                    let view = self.key_view(&key, key_group);
+                    let view = self
+                        .key_view(&key, key_group)
+                        .map(|view| view.bounded(QUERY_VIEW_BYTES));
                     let _ = reply.send(view.map_err(|e| e.to_string()));
                 }
                 Some(SubtaskInput::Barrier { id, dir, stop }) => {
@@ -478,6 +527,7 @@ impl Subtask {
             subtask: index,
             key_group,
             states,
+            truncated: false,
         })
     }
 
@@ -918,5 +968,68 @@ fn prepare_scope(scope: &mut BatchScope, items: &Items<'_>, range: std::ops::Ran
                 scope.push(kg, &t.key, Some(t.timestamp), origin(i));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(states: Vec<NamedState>) -> KeyStateView {
+        KeyStateView {
+            subtask: 0,
+            key_group: 0,
+            states,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_query_view_within_its_budget_is_whole_and_not_marked() {
+        let whole = view(vec![
+            NamedState::Value {
+                name: "v".into(),
+                value: vec![1; 10],
+            },
+            NamedState::List {
+                name: "l".into(),
+                items: vec![vec![2; 10]; 3],
+            },
+        ]);
+        assert_eq!(whole.clone().bounded(40), whole);
+    }
+
+    #[test]
+    fn a_query_view_over_its_budget_is_cut_in_order_and_says_so() {
+        let cut = view(vec![
+            NamedState::Map {
+                name: "m".into(),
+                entries: vec![(vec![0; 4], vec![1; 6]); 5],
+            },
+            NamedState::Value {
+                name: "big".into(),
+                value: vec![9; 100],
+            },
+            NamedState::List {
+                name: "l".into(),
+                items: vec![vec![2; 10]; 3],
+            },
+        ])
+        .bounded(45);
+        assert!(cut.truncated);
+        assert_eq!(
+            cut.states,
+            vec![
+                NamedState::Map {
+                    name: "m".into(),
+                    entries: vec![(vec![0; 4], vec![1; 6]); 4],
+                },
+                NamedState::List {
+                    name: "l".into(),
+                    items: Vec::new(),
+                },
+            ],
+            "the map keeps what fits (4 × 10 bytes), the 100-byte value is left out whole, the list gets nothing past the budget"
+        );
     }
 }
