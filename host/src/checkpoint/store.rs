@@ -386,8 +386,41 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
             recorded.trim()
         )));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CheckpointError::Corrupt(format!("{MANIFEST} does not parse: {e}")))
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::Corrupt(format!("{MANIFEST} does not parse: {e}")))?;
+    check_manifest_paths(&manifest)?;
+    Ok(manifest)
+}
+
+/// Every file a manifest names must lie inside its own directory: a
+/// savepoint can come from an API client (`start {"from": ...}`), and its
+/// manifest's CRC proves nothing about who wrote it, so an absolute path or
+/// a `..` would make a restore read any file of the server.
+fn check_manifest_paths(manifest: &Manifest) -> Result<(), CheckpointError> {
+    let named =
+        manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(manifest.subtasks.iter().flat_map(|s| {
+                let state = match &s.state {
+                    StateFiles::Portable { file, .. } => file.as_str(),
+                    StateFiles::Rocksdb { dir } => dir.as_str(),
+                };
+                std::iter::once(state).chain(s.timers.as_deref())
+            }));
+    for path in named {
+        let inside = !path.is_empty()
+            && Path::new(path)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(CheckpointError::Corrupt(format!(
+                "{MANIFEST} names {path:?}, which is not a path inside the checkpoint"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointError> {
@@ -570,6 +603,42 @@ mod tests {
                 .value_set(key_group(key.as_bytes()), 0, key.as_bytes(), &[7; 100])
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn a_manifest_naming_a_file_outside_its_checkpoint_is_refused_even_with_a_good_crc() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("secret"), b"not yours").unwrap();
+        for escape in ["../secret", "/etc/passwd", "a/../../secret", ""] {
+            let dir = tmp.path().join("sp");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut m = manifest(1);
+            m.files.push(FileEntry {
+                path: escape.into(),
+                size: 9,
+                crc32: crc32fast::hash(b"not yours"),
+            });
+            // The writer's own CRC: what anyone crafting a savepoint can do.
+            write_manifest(&dir, &m).unwrap();
+            let err = load_checkpoint(&dir).err().expect("refused").to_string();
+            assert!(
+                err.contains("not a path inside the checkpoint"),
+                "{escape}: {err}"
+            );
+        }
+        // A plain relative path still loads.
+        let dir = tmp.path().join("ok");
+        std::fs::create_dir_all(dir.join("subtask-0")).unwrap();
+        std::fs::write(dir.join("subtask-0/state.bin"), b"x").unwrap();
+        let mut m = manifest(1);
+        m.files.push(FileEntry {
+            path: "subtask-0/state.bin".into(),
+            size: 1,
+            crc32: crc32fast::hash(b"x"),
+        });
+        write_manifest(&dir, &m).unwrap();
+        load_checkpoint(&dir).unwrap();
     }
 
     fn flip_byte_in_the_middle(path: &Path) {
