@@ -360,6 +360,18 @@ impl Pipelines {
                 "the spec must be a JSON object".into(),
             ));
         };
+        // serde also reads a struct from a JSON array, which would pass
+        // every check below unseen.
+        for section in ["plugin", "state", "checkpoint"] {
+            if object
+                .get(section)
+                .is_some_and(|v| !(v.is_object() || section == "checkpoint" && v.is_null()))
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "{section}: must be a JSON object"
+                )));
+            }
+        }
         if let Some(plugin) = object.get("plugin").and_then(Value::as_object) {
             if plugin.contains_key("wasm") || plugin.contains_key("crate") {
                 return Err(ApiError::BadRequest(
@@ -1327,6 +1339,43 @@ fn lock_within(lock: &Mutex<()>, patience: Duration) -> Option<std::sync::MutexG
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_state_or_checkpoint_section_given_as_an_array_is_refused() {
+        let data = tempfile::tempdir().unwrap();
+        let policy = PathPolicy::new(data.path(), &[]).unwrap();
+        let pipelines = Pipelines::open(
+            Engine::new(None).unwrap(),
+            data.path(),
+            policy,
+            KafkaPropertyPolicy::api([]),
+        )
+        .unwrap();
+        // serde takes a struct from a JSON array too: these must not slip
+        // past the object-only checks of the serve defaults.
+        for section in [
+            r#""plugin": [null, "/tmp/x.wasm"]"#,
+            r#""plugin": {"digest": "0"}, "state": ["rocksdb", "/tmp"]"#,
+            r#""plugin": {"digest": "0"}, "checkpoint": [10000, "/tmp"]"#,
+        ] {
+            let body = format!(
+                r#"{{"name": "plugins", "source": {{"kind": "generator", "events": 1}},
+                    "key_by": {{"field": "/u"}}, {section}}}"#
+            );
+            match pipelines.create(body.as_bytes()) {
+                Err(ApiError::BadRequest(detail)) => assert!(
+                    detail.contains("must be a JSON object"),
+                    "{section}: {detail}"
+                ),
+                other => panic!("{section}: {other:?}"),
+            }
         }
     }
 }
