@@ -362,7 +362,7 @@ impl Pipelines {
         };
         // serde also reads a struct from a JSON array, which would pass
         // every check below unseen.
-        for section in ["plugin", "state", "checkpoint"] {
+        for section in ["source", "plugin", "state", "checkpoint"] {
             if object
                 .get(section)
                 .is_some_and(|v| !(v.is_object() || section == "checkpoint" && v.is_null()))
@@ -371,6 +371,13 @@ impl Pipelines {
                     "{section}: must be a JSON object"
                 )));
             }
+        }
+        if let Some(sinks) = object.get("sink").and_then(Value::as_array)
+            && let Some(i) = sinks.iter().position(|s| !s.is_object())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "sink[{i}]: must be a JSON object"
+            )));
         }
         if let Some(plugin) = object.get("plugin").and_then(Value::as_object) {
             if plugin.contains_key("wasm") || plugin.contains_key("crate") {
@@ -1375,6 +1382,40 @@ mod tests {
                     "{section}: {detail}"
                 ),
                 other => panic!("{section}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_source_or_sink_given_as_an_array_is_refused() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("files")).unwrap();
+        std::fs::write(data.path().join("files/in.json"), "{}\n").unwrap();
+        let policy = PathPolicy::new(data.path(), &[]).unwrap();
+        let pipelines = Pipelines::open(
+            Engine::new(None).unwrap(),
+            data.path(),
+            policy,
+            KafkaPropertyPolicy::api([]),
+        )
+        .unwrap();
+        for (source, sink) in [
+            (r#"["file", "in.json"]"#, "[]"),
+            (
+                r#"{"kind": "generator", "events": 1}"#,
+                r#"[["file", "main", "out.json"]]"#,
+            ),
+        ] {
+            let body = format!(
+                r#"{{"name": "p", "source": {source}, "key_by": {{"field": "/u"}},
+                    "plugin": {{"digest": "{}"}}, "sink": {sink}}}"#,
+                "0".repeat(64)
+            );
+            match pipelines.create(body.as_bytes()) {
+                Err(ApiError::BadRequest(detail)) => {
+                    assert!(detail.contains("must be a JSON object"), "{detail}")
+                }
+                other => panic!("{source} {sink}: {other:?}"),
             }
         }
     }
