@@ -217,6 +217,16 @@ impl PathPolicy {
             Access::ReadSnapshot if !meta.as_ref().is_some_and(|m| m.is_dir()) => {
                 Err(unusable("is not a directory"))
             }
+            // A sink writing into a savepoint or checkpoint would let a
+            // plugin's output replace files a later `start {"from"}` loads.
+            Access::WriteFile
+                if resolved
+                    .ancestors()
+                    .skip(1)
+                    .any(|dir| dir.join(crate::checkpoint::MANIFEST).exists()) =>
+            {
+                Err(unusable("lies in a savepoint or checkpoint folder"))
+            }
             Access::WriteFile => match meta {
                 Some(m) if !m.is_file() => Err(unusable("is not a regular file")),
                 // Another name of the same file may lie anywhere.
@@ -506,6 +516,27 @@ mod tests {
             Access::WriteFile,
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_sink_cannot_write_into_a_savepoint_folder() {
+        let f = fixture();
+        let p = policy(&f, &[]);
+        std::fs::create_dir_all(f.data.join("files/sp/subtask-0")).unwrap();
+        std::fs::write(f.data.join("files/sp/MANIFEST.json"), b"{}").unwrap();
+        for target in ["sp/MANIFEST.json", "sp/subtask-0/state.bin", "sp/new.jsonl"] {
+            let err = p
+                .resolve("sink[0].path", Path::new(target), Access::WriteFile)
+                .expect_err(target)
+                .to_string();
+            assert!(
+                err.contains("savepoint or checkpoint folder"),
+                "{target}: {err}"
+            );
+        }
+        // Beside it is fine.
+        p.resolve("sink[0].path", Path::new("out.jsonl"), Access::WriteFile)
+            .unwrap();
     }
 
     #[test]
