@@ -31,7 +31,7 @@ fi
 # WEIR_BIN: a weir binary to fuzz instead of building one.
 weir="${WEIR_BIN:-}"
 if [ -z "$weir" ]; then
-  cargo build --release -p weir --bin weir --quiet
+  cargo build --release --workspace --bin weir --quiet
   weir="$CARGO_TARGET_DIR/release/weir"
 fi
 
